@@ -1,0 +1,62 @@
+"""The ``nccoord`` command line.
+
+Each area of the library adds its own subcommands through a ``register``
+function taking the argparse subparsers object; a subcommand sets ``func``
+to a callable ``(args) -> int`` that returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import NccoordError
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import broker, demo
+
+    parser = argparse.ArgumentParser(
+        prog="nccoord",
+        description="Coordination for agents and services over Apache Kafka.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (broker, demo):
+        module.register(subparsers)
+    _register_optional(subparsers)
+    return parser
+
+
+def _register_optional(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Areas that may not be present in every build register here."""
+    try:
+        from . import event_cli
+    except ImportError:
+        return
+    event_cli.register(subparsers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    try:
+        status: int = args.func(args)
+    except NccoordError as exc:
+        print(f"nccoord: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
