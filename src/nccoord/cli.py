@@ -30,17 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in (broker, demo):
         module.register(subparsers)
-    _register_optional(subparsers)
     return parser
-
-
-def _register_optional(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Areas that may not be present in every build register here."""
-    try:
-        from . import event_cli
-    except ImportError:
-        return
-    event_cli.register(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
