@@ -107,7 +107,7 @@ def ensure_topics(
     exist are left as they are (their settings are not changed).
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     from .errors import TransportError
 

@@ -1,0 +1,334 @@
+"""The elector an agent embeds: the election rules driven over a real log.
+
+:class:`Elector` runs one :class:`~nccoord.candidate.Candidate` on a thread
+of its own: it reads the group's partition of the lease log, feeds what it
+reads and the monotonic clock to the candidate, sends what the candidate
+asks to send, and calls the application back when leadership begins or ends.
+The current term is the fencing token: stamp it on every write made as
+leader, and have readers refuse terms lower than one they have seen.
+
+Typical use::
+
+    elector = Elector.over_kafka("127.0.0.1:9092", group="billing", candidate="a1")
+    elector.on_elected(lambda term: start_work(term))
+    elector.on_revoked(lambda term, reason: stop_work())
+    elector.start()
+    ...
+    elector.resign()   # hand over at once
+    elector.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import lease
+from .candidate import Action, Candidate, Elected, Resync, Revoked, Send, Timing
+from .errors import EventError, NccoordError
+from .lease import LeaseRecord
+from .log import Log, Reader, Writer, partition_for
+from .topics import TopicNames
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+ElectedCallback = Callable[[int], None]
+RevokedCallback = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class RoleChange:
+    """A change of leader as the new (or resigning) leader reports it.
+
+    ``kind`` is ``elected``, ``revoked``, ``resigned`` or ``expired``;
+    ``agent`` is the candidate whose role changed and ``term`` the term it
+    gained or left.
+    """
+
+    kind: str
+    group: str
+    agent: str
+    term: int
+    reason: str = ""
+
+
+RoleChangeHook = Callable[[RoleChange], None]
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """Who leads a group as far as the log shows, or that nobody does."""
+
+    group: str
+    term: int
+    leader: str | None
+
+
+class Elector:
+    """Runs the election for one candidate of one group on a thread."""
+
+    def __init__(
+        self,
+        log: Log,
+        group: str,
+        candidate: str,
+        *,
+        timing: Timing | None = None,
+        clock: Clock = time.monotonic,
+        incarnation: str | None = None,
+        participate: bool = True,
+        role_changes: RoleChangeHook | None = None,
+    ) -> None:
+        self.log = log
+        self.group = group
+        self.candidate_id = candidate
+        self.incarnation = incarnation or uuid.uuid4().hex
+        self.clock = clock
+        self._partition = partition_for(group, log.partitions)
+        self._key = group.encode()
+        self._core = Candidate(
+            group, candidate, self.incarnation, timing, participate=participate
+        )
+        self._elected: list[ElectedCallback] = []
+        self._revoked: list[RevokedCallback] = []
+        self._role_changes = role_changes
+        self._lock = threading.RLock()
+        self._commands: queue.SimpleQueue[Callable[[], list[Action]]] = (
+            queue.SimpleQueue()
+        )
+        self._failures: queue.SimpleQueue[tuple[LeaseRecord, Exception]] = (
+            queue.SimpleQueue()
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: Reader | None = None
+        self._writer: Writer | None = None
+        self.error: BaseException | None = None
+
+    @classmethod
+    def over_kafka(
+        cls,
+        bootstrap: str,
+        group: str,
+        candidate: str,
+        *,
+        topics: TopicNames | None = None,
+        client_config: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Elector:
+        """An elector on the ``system-lease`` topic of a Kafka cluster."""
+        from .kafka_log import KafkaLog
+
+        topic = (topics or TopicNames()).lease
+        return cls(
+            KafkaLog(bootstrap, topic, client_config=client_config),
+            group,
+            candidate,
+            **kwargs,
+        )
+
+    # -- the application's side ----------------------------------------------
+
+    def on_elected(self, callback: ElectedCallback) -> None:
+        """Call ``callback(term)`` on the elector's thread when elected."""
+        self._elected.append(callback)
+
+    def on_revoked(self, callback: RevokedCallback) -> None:
+        """Call ``callback(term, reason)`` when leadership ends, any reason."""
+        self._revoked.append(callback)
+
+    def start(self) -> None:
+        """Begin reading the log and, if participating, campaigning."""
+        if self._thread is not None:
+            raise NccoordError("elector already started")
+        self._thread = threading.Thread(
+            target=self._run,
+            name=f"elector-{self.group}-{self.candidate_id}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def is_leader(self) -> bool:
+        """True while this candidate may act as leader (deadline included)."""
+        with self._lock:
+            return self._core.is_leader(self.clock())
+
+    @property
+    def term(self) -> int | None:
+        """The fencing token: the term this candidate leads now, else None."""
+        with self._lock:
+            if not self._core.is_leader(self.clock()):
+                return None
+            state = self._core.state
+            return state.term if state is not None else None
+
+    def leader_until(self) -> float | None:
+        """The monotonic time at which this leader stops acting, if leading."""
+        with self._lock:
+            return self._core.deadline if self._core.is_leader(self.clock()) else None
+
+    def leadership(self) -> Leadership | None:
+        """The leader and term this elector has read, or None before it knows."""
+        with self._lock:
+            state = self._core.state
+        if state is None:
+            return None
+        return Leadership(self.group, state.term, state.holder)
+
+    def resign(self, hold_off: float | None = None) -> None:
+        """Stop leading and release the term; returns once the stop is done.
+
+        The revoked callbacks have run when this returns; the Release record
+        is on its way. The candidate stays out of the next ``hold_off``
+        seconds of campaigning (one lease unless given).
+        """
+        done = threading.Event()
+
+        def command() -> list[Action]:
+            actions = self._core.resign(self.clock(), hold_off)
+            done.set()
+            return actions
+
+        if self._thread is None or not self._thread.is_alive():
+            raise NccoordError("elector is not running")
+        self._commands.put(command)
+        done.wait(10)
+
+    def close(self) -> None:
+        """Stop the thread; a leader is revoked (``closed``) but not released."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> Elector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the elector's thread ------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            while not self._stop.is_set():
+                self._step()
+        except BaseException as exc:
+            logger.exception("elector %s/%s failed", self.group, self.candidate_id)
+            self.error = exc
+        finally:
+            self._shut()
+
+    def _open(self) -> None:
+        self._writer = self.log.open_writer()
+        self._reader = self.log.open_reader(self._partition)
+        with self._lock:
+            self._core.restart(self._reader.low, self.clock())
+
+    def _step(self) -> None:
+        assert self._reader is not None and self._writer is not None
+        with self._lock:
+            wait = self._core.next_wakeup(self.clock()) - self.clock()
+        batch = self._reader.poll(min(max(wait, 0.0), 0.05))
+        actions: list[Action] = []
+        with self._lock:
+            for offset, key, value in batch.records:
+                if key == self._key:
+                    actions += self._read(offset, value)
+            if batch.end is not None:
+                actions += self._core.on_caught_up(batch.end, self.clock())
+            self._writer.poll(0)
+            while not self._failures.empty():
+                record, error = self._failures.get()
+                actions += self._core.on_send_failed(record, self.clock(), str(error))
+            while not self._commands.empty():
+                actions += self._commands.get()()
+            actions += self._core.tick(self.clock())
+        self._carry_out(actions)
+
+    def _read(self, offset: int, value: bytes) -> list[Action]:
+        try:
+            record = lease.decode(value)
+        except EventError as exc:
+            # Marked shortcoming: the lease log's undecodable records are
+            # logged and skipped here, not yet copied to the dead-letter topic.
+            logger.warning(
+                "group %s: skipping undecodable lease record at offset %d: %s",
+                self.group,
+                offset,
+                exc,
+            )
+            return []
+        return self._core.on_record(offset, record, self.clock())
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.record)
+            elif isinstance(action, Elected):
+                self._announce_elected(action)
+            elif isinstance(action, Revoked):
+                self._announce_revoked(action.term, action.reason)
+            elif isinstance(action, Resync):
+                self._resync()
+
+    def _send(self, record: LeaseRecord) -> None:
+        assert self._writer is not None
+
+        def done(error: Exception | None) -> None:
+            if error is not None:
+                self._failures.put((record, error))
+
+        self._writer.send(self._partition, self._key, lease.encode(record), done)
+
+    def _resync(self) -> None:
+        """Rebuild the producer and read the log again from its start."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+        self._open()
+
+    def _announce_elected(self, elected: Elected) -> None:
+        # The new leader reports both sides of the change, so there is one
+        # announcement of it however many agents watch the log.
+        previous = elected.previous
+        if self._role_changes is not None:
+            if previous is not None and previous.holder is not None:
+                self._role_changes(
+                    RoleChange(
+                        "revoked",
+                        self.group,
+                        previous.holder,
+                        previous.term,
+                        reason=f"term {elected.term} claimed by {self.candidate_id}",
+                    )
+                )
+            self._role_changes(
+                RoleChange("elected", self.group, self.candidate_id, elected.term)
+            )
+        for callback in self._elected:
+            callback(elected.term)
+
+    def _announce_revoked(self, term: int, reason: str) -> None:
+        if self._role_changes is not None and reason in ("resigned", "expired"):
+            self._role_changes(RoleChange(reason, self.group, self.candidate_id, term))
+        for callback in self._revoked:
+            callback(term, reason)
+
+    def _shut(self) -> None:
+        with self._lock:
+            actions = self._core.close()
+        self._carry_out(actions)
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            self._reader.close()

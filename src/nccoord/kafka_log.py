@@ -1,0 +1,211 @@
+"""The lease log over Apache Kafka, behind the interface of :mod:`nccoord.log`.
+
+confluent-kafka's errors are translated here, at the edge, into the
+library's own (:class:`~nccoord.errors.TransportError` and its kinds); the
+original error stays as the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from .errors import FencedError, OutcomeUnknownError, TransportError
+from .log import Batch, DeliveryCallback
+
+logger = logging.getLogger(__name__)
+
+
+def producer_config(
+    bootstrap: str, extra: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Settings every nccoord producer starts from: durable, ordered, no lag.
+
+    ``enable.idempotence`` is off by default in librdkafka, so it is set here
+    explicitly, together with ``acks=all``. ``linger.ms`` is 0: control and
+    lease records are few and late ones cost leadership.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 0,
+        "message.timeout.ms": 10_000,
+    }
+    config.update(extra or {})
+    config.update(overrides)
+    return config
+
+
+def consumer_config(
+    bootstrap: str, extra: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Settings for a reader of one assigned partition, offsets not committed."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # The Python client wants a group id even for manual assignment.
+        "group.id": f"nccoord-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 50,
+    }
+    config.update(extra or {})
+    config.update(overrides)
+    return config
+
+
+def translate(error: KafkaError, what: str) -> TransportError:
+    """The library error for a confluent-kafka error."""
+    code = error.code()
+    if code in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+        return FencedError(f"{what}: fenced by a newer producer: {error.str()}")
+    if error.fatal() or code in (KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT):
+        return OutcomeUnknownError(f"{what}: outcome unknown: {error.str()}")
+    return TransportError(f"{what}: {error.str()}")
+
+
+class KafkaLog:
+    """One Kafka topic seen as a :class:`~nccoord.log.Log`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int | None = None,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_config = dict(client_config or {})
+        self._partitions = partitions or self._count_partitions()
+
+    def _count_partitions(self) -> int:
+        probe = Producer(producer_config(self.bootstrap, self.client_config))
+        try:
+            metadata = probe.list_topics(self.topic, timeout=10)
+        except KafkaException as exc:
+            raise TransportError(f"cannot read metadata of {self.topic}") from exc
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise TransportError(
+                f"topic {self.topic} does not exist; create it with "
+                "nccoord.topics.ensure_topics"
+            )
+        return len(topic.partitions)
+
+    @property
+    def partitions(self) -> int:
+        return self._partitions
+
+    def open_reader(self, partition: int) -> KafkaReader:
+        return KafkaReader(self, partition)
+
+    def open_writer(self) -> KafkaWriter:
+        return KafkaWriter(self)
+
+
+class KafkaReader:
+    """Reads one partition of the topic from its first readable offset."""
+
+    def __init__(self, log: KafkaLog, partition: int) -> None:
+        self._topic = log.topic
+        self._partition = partition
+        self._consumer = Consumer(consumer_config(log.bootstrap, log.client_config))
+        tp = TopicPartition(log.topic, partition)
+        try:
+            low, _ = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        except KafkaException as exc:
+            self._consumer.close()
+            raise TransportError(f"cannot read the bounds of {log.topic}") from exc
+        self._low = max(low, 0)
+        self._expected = self._low
+        self._consumer.assign([TopicPartition(log.topic, partition, OFFSET_BEGINNING)])
+
+    @property
+    def low(self) -> int:
+        return self._low
+
+    def poll(self, timeout: float) -> Batch:
+        batch = Batch()
+        for message in self._consumer.consume(500, timeout):
+            self._take(message, batch)
+        return batch
+
+    def _take(self, message: Message, batch: Batch) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                batch.end = message.offset()
+                return
+            raise translate(error, f"reading {self._topic}[{self._partition}]")
+        offset = message.offset()
+        assert offset is not None, "a fetched record always has an offset"
+        if offset > self._expected and self._expected == self._low:
+            # Retention removed records between reading the bounds and the
+            # first fetch: what we were told was readable is not.
+            raise TransportError(
+                f"{self._topic}[{self._partition}] start moved from "
+                f"{self._low} to {offset} while opening"
+            )
+        self._expected = offset + 1
+        batch.records.append((offset, message.key() or b"", message.value() or b""))
+        batch.end = None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaWriter:
+    """An idempotent producer; outcomes come back through the callbacks."""
+
+    def __init__(self, log: KafkaLog) -> None:
+        self._topic = log.topic
+        self._fatal: KafkaError | None = None
+        self._producer = Producer(
+            producer_config(log.bootstrap, log.client_config, error_cb=self._on_error)
+        )
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        logger.debug("producer error on %s: %s", self._topic, error)
+
+    def send(
+        self, partition: int, key: bytes, value: bytes, on_done: DeliveryCallback
+    ) -> None:
+        if self._fatal is not None:
+            on_done(translate(self._fatal, f"writing {self._topic}"))
+            return
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            on_done(
+                None if error is None else translate(error, f"writing {self._topic}")
+            )
+
+        try:
+            self._producer.produce(
+                self._topic, value, key, partition=partition, on_delivery=delivered
+            )
+        except (KafkaException, BufferError) as exc:
+            on_done(OutcomeUnknownError(f"writing {self._topic}: {exc}"))
+        self._producer.poll(0)
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def close(self) -> None:
+        self._producer.flush(5)
