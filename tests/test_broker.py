@@ -154,7 +154,7 @@ def test_no_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NCCOORD_BOOTSTRAP", raising=False)
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(broker_module, "_docker_answers", lambda: False)
-    monkeypatch.setattr(broker_module.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr("shutil.which", lambda *a, **k: None)
     with pytest.raises(BrokerError, match="Java"):
         start_broker()
 

@@ -516,7 +516,12 @@ class KafkaNode:
         _run(self.format_command(cluster_id), FORMAT_TIMEOUT, "Kafka storage format")
 
     def start(self) -> None:
-        """Spawn the JVM; returns at once (see :func:`wait_until_ready`)."""
+        """Spawn the JVM; returns at once (see :func:`wait_until_ready`).
+
+        The JVM gets SIGKILL when the thread calling this exits (Linux's
+        parent-death signal is per thread): start nodes from a thread that
+        outlives them, such as the main thread.
+        """
         if self.is_running:
             raise BrokerError(f"Kafka node {self.node_id} is already running")
         command = self._command("kafka.Kafka", str(self.config_path))
@@ -897,7 +902,7 @@ class Cluster:
     list; :meth:`KafkaNode.restart` brings one back.
     """
 
-    def __init__(self, nodes: list[KafkaNode], root: Path, remove_root: bool):
+    def __init__(self, nodes: list[KafkaNode], root: Path, remove_root: bool) -> None:
         self.nodes = nodes
         self.root = root
         self._remove_root = remove_root
