@@ -182,14 +182,17 @@ class Candidate:
 
     def on_send_failed(self, record: LeaseRecord, now: float, why: str) -> list[Action]:
         """A write may or may not be in the log: count leadership as lost."""
+        return self.lost_track(now, f"{type(record).__name__.lower()} write: {why}")
+
+    def lost_track(self, now: float, why: str) -> list[Action]:
+        """The log cannot be trusted to be read or written as it should."""
         actions: list[Action] = []
         if self.leading:
             actions.append(self._stop("unknown-outcome"))
         logger.warning(
-            "group %s candidate %s: %s write failed (%s); reading the log again",
+            "group %s candidate %s: %s; reading the log again",
             self.group,
             self.candidate,
-            type(record).__name__.lower(),
             why,
         )
         self.pending_claim = None

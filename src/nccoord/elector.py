@@ -31,7 +31,7 @@ from typing import Any
 
 from . import lease
 from .candidate import Action, Candidate, Elected, Resync, Revoked, Send, Timing
-from .errors import EventError, NccoordError
+from .errors import EventError, NccoordError, TransportError
 from .lease import LeaseRecord
 from .log import Log, Reader, Writer, partition_for
 from .topics import TopicNames
@@ -217,15 +217,30 @@ class Elector:
     # -- the elector's thread ------------------------------------------------
 
     def _run(self) -> None:
+        backoff = 0.05
         try:
-            self._open()
             while not self._stop.is_set():
-                self._step()
+                try:
+                    if self._reader is None:
+                        self._open()
+                    self._step()
+                    backoff = 0.05
+                except TransportError as exc:
+                    self._trouble(exc)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 1.0)
         except BaseException as exc:
             logger.exception("elector %s/%s failed", self.group, self.candidate_id)
             self.error = exc
         finally:
             self._shut()
+
+    def _trouble(self, exc: TransportError) -> None:
+        """The log failed us: stop leading, drop the clients, try again."""
+        with self._lock:
+            actions = self._core.lost_track(self.clock(), str(exc))
+        self._carry_out([a for a in actions if not isinstance(a, Resync)])
+        self._close_clients()
 
     def _open(self) -> None:
         self._writer = self.log.open_writer()
@@ -281,7 +296,10 @@ class Elector:
                 self._resync()
 
     def _send(self, record: LeaseRecord) -> None:
-        assert self._writer is not None
+        if self._writer is None:
+            # Between losing the log and reopening it: the record is simply
+            # not sent, and the candidate never reads it back.
+            return
 
         def done(error: Exception | None) -> None:
             if error is not None:
@@ -291,11 +309,15 @@ class Elector:
 
     def _resync(self) -> None:
         """Rebuild the producer and read the log again from its start."""
+        self._close_clients()
+        self._open()
+
+    def _close_clients(self) -> None:
         if self._writer is not None:
             self._writer.close()
         if self._reader is not None:
             self._reader.close()
-        self._open()
+        self._writer = self._reader = None
 
     def _announce_elected(self, elected: Elected) -> None:
         # The new leader reports both sides of the change, so there is one
@@ -328,7 +350,4 @@ class Elector:
         with self._lock:
             actions = self._core.close()
         self._carry_out(actions)
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader is not None:
-            self._reader.close()
+        self._close_clients()

@@ -151,7 +151,11 @@ class KafkaReader:
             if error.code() == KafkaError._PARTITION_EOF:
                 batch.end = message.offset()
                 return
-            raise translate(error, f"reading {self._topic}[{self._partition}]")
+            if error.fatal():
+                raise translate(error, f"reading {self._topic}[{self._partition}]")
+            # Connection trouble and the like: librdkafka retries on its own.
+            logger.debug("reading %s: %s", self._topic, error.str())
+            return
         offset = message.offset()
         assert offset is not None, "a fetched record always has an offset"
         if offset > self._expected and self._expected == self._low:

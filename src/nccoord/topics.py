@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -140,4 +142,27 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TransportError(f"cannot create topic {topic}: {exc}") from exc
     logger.info("created topics %s (brokers=%d)", created, brokers)
+    _wait_for_leaders(admin, created, timeout)
     return created
+
+
+def _wait_for_leaders(admin: Any, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader.
+
+    A topic just created answers "not leader for partition" for a moment;
+    waiting here spares every first reader that error.
+    """
+    from .errors import TransportError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=timeout)
+        if all(
+            name in metadata.topics
+            and metadata.topics[name].partitions
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in topics
+        ):
+            return
+        time.sleep(0.1)
+    raise TransportError(f"topics {topics} have no partition leaders after {timeout}s")
