@@ -159,7 +159,15 @@ class _Writer:
             )
 
         try:
-            self._retrying(produce)
+            try:
+                produce()
+            except (BufferError, KafkaException) as exc:
+                # The first try goes without tenacity: it costs more than the
+                # enqueue itself, and almost every enqueue succeeds at once.
+                if not _is_transient(exc):
+                    raise
+                self._producer.poll(0.01)
+                self._retrying(produce)
         except BufferError as exc:
             raise TransportError(f"local queue for {topic} stayed full") from exc
         except KafkaException as exc:

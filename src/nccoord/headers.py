@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -111,10 +111,11 @@ def to_headers(meta: EventMeta) -> HeaderList:
 
 def header_text(headers: RawHeaders | None, name: str) -> str | None:
     """The last value of header ``name`` as text, or ``None`` if absent."""
-    found: bytes | str | None = None
-    for key, value in headers or ():
-        if key == name:
-            found = value
+    return _text(dict(headers or ()), name)
+
+
+def _text(headers: Mapping[str, bytes | str | None], name: str) -> str | None:
+    found = headers.get(name)
     if found is None or isinstance(found, str):
         return found
     try:
@@ -123,8 +124,8 @@ def header_text(headers: RawHeaders | None, name: str) -> str | None:
         raise EventError("header is not UTF-8", name) from None
 
 
-def _required(headers: RawHeaders | None, name: str) -> str:
-    value = header_text(headers, name)
+def _required(headers: Mapping[str, bytes | str | None], name: str) -> str:
+    value = _text(headers, name)
     if not value:
         raise EventError("missing header", name)
     return value
@@ -132,10 +133,11 @@ def _required(headers: RawHeaders | None, name: str) -> str:
 
 def from_headers(headers: RawHeaders | None) -> EventMeta:
     """Read and check the CloudEvents attributes of a record."""
-    spec = _required(headers, SPEC)
+    found = dict(headers or ())  # a repeated header: the last one counts
+    spec = _required(found, SPEC)
     if spec != SPECVERSION:
         raise EventError(f"unsupported CloudEvents version {spec!r}", SPEC)
-    sequence_text = header_text(headers, SEQUENCE)
+    sequence_text = _text(found, SEQUENCE)
     sequence = None
     if sequence_text is not None:
         digits = sequence_text.isascii() and sequence_text.isdigit()
@@ -143,16 +145,16 @@ def from_headers(headers: RawHeaders | None) -> EventMeta:
             reason = f"{sequence_text[:40]!r} is not a sequence number"
             raise EventError(reason, SEQUENCE)
         sequence = int(sequence_text)
-    content_type = header_text(headers, CONTENT_TYPE)
+    content_type = _text(found, CONTENT_TYPE)
     if content_type is not None and not content_type.startswith(CONTENT_TYPE_JSON):
         raise EventError(f"unsupported content type {content_type!r}", CONTENT_TYPE)
     return EventMeta(
-        id=_required(headers, ID),
-        type=_required(headers, TYPE),
-        source=_required(headers, SOURCE),
-        time=parse_time(_required(headers, TIME)),
+        id=_required(found, ID),
+        type=_required(found, TYPE),
+        source=_required(found, SOURCE),
+        time=parse_time(_required(found, TIME)),
         sequence=sequence,
-        chain_id=header_text(headers, CHAIN) or None,
+        chain_id=_text(found, CHAIN) or None,
     )
 
 
