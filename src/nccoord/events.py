@@ -44,8 +44,8 @@ from .errors import EventError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 1024 * 1024
-"""Largest body accepted by default (Kafka's default ``message.max.bytes``)."""
+DEFAULT_MAX_BYTES = 512 * 1024
+"""Largest body accepted by default; well under Kafka's default 1 MB record."""
 
 MAX_COUNT = 2**63 - 1
 MAX_DURATION_SECONDS = 10 * 366 * 24 * 3600
