@@ -11,9 +11,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from nccoord.broker import Broker, Cluster, start_broker, start_cluster
 from nccoord.errors import BrokerError
+from nccoord.topics import TopicNames, ensure_topics
+
+from .agents import AgentProcesses
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +65,27 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
     """A prefix no other test shares, ending in ``-`` (topic-name safe)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:60]
     return f"t-{name}-{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str, topic_prefix: str) -> TopicNames:
+    """The system topics under this test's own prefix, created on the broker."""
+    names = TopicNames(topic_prefix)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), names)
+    return names
+
+
+@pytest.fixture
+def group() -> str:
+    """An election group name no other test uses."""
+    return f"g-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def agents(
+    kafka_bootstrap: str, topics: TopicNames, group: str
+) -> Iterator[AgentProcesses]:
+    """Agent processes of ``group``; any still running are killed afterwards."""
+    processes = AgentProcesses(kafka_bootstrap, topics, group)
+    yield processes
+    processes.close()

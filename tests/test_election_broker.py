@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from nccoord.candidate import Timing
 from nccoord.elector import Elector
-from nccoord.topics import TopicNames, ensure_topics
+from nccoord.topics import TopicNames
+
+from .agents import AgentProcesses
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str, topic_prefix: str) -> TopicNames:
-    names = TopicNames(topic_prefix)
-    ensure_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), names)
-    return names
 
 
 class Recorder:
@@ -65,11 +53,6 @@ def make(
     return Elector.over_kafka(
         bootstrap, group, name, topics=topics, timing=Timing(lease=lease)
     )
-
-
-@pytest.fixture
-def group() -> str:
-    return f"g-{uuid.uuid4().hex[:8]}"
 
 
 def test_three_electors_elect_exactly_one_leader(
@@ -145,93 +128,20 @@ def test_restarted_candidate_never_reuses_an_old_term(
         restarted.close()
 
 
-def _spawn_agent(
-    bootstrap: str, topics: TopicNames, group: str, name: str
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nccoord.demo_agent",
-            "--bootstrap",
-            bootstrap,
-            "--group",
-            group,
-            "--name",
-            name,
-            "--lease",
-            "2",
-            "--prefix",
-            topics.prefix,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-@pytest.fixture
-def agent_events() -> Iterator[
-    tuple[queue.Queue[tuple[str, dict[str, object]]], list[subprocess.Popen[str]]]
-]:
-    events: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
-    processes: list[subprocess.Popen[str]] = []
-    yield events, processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _follow(
-    process: subprocess.Popen[str],
-    name: str,
-    events: queue.Queue[tuple[str, dict[str, object]]],
-) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        events.put((name, json.loads(line)))
-
-
 def test_killing_the_leader_process_elects_another_within_lease_and_bound(
-    kafka_bootstrap: str,
-    topics: TopicNames,
-    group: str,
-    agent_events: tuple[
-        queue.Queue[tuple[str, dict[str, object]]], list[subprocess.Popen[str]]
-    ],
+    agents: AgentProcesses,
 ) -> None:
-    events, processes = agent_events
-    by_name = {}
     for name in ("p1", "p2", "p3"):
-        process = _spawn_agent(kafka_bootstrap, topics, group, name)
-        processes.append(process)
-        by_name[name] = process
-        threading.Thread(
-            target=_follow, args=(process, name, events), daemon=True
-        ).start()
-
-    def next_elected(timeout: float) -> tuple[str, dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                name, event = events.get(timeout=left)
-            except queue.Empty:
-                break
-            if event["event"] == "elected":
-                return name, event
-        raise AssertionError(f"no election within {timeout}s")
-
-    leader, elected = next_elected(30)
-    by_name[leader].send_signal(signal.SIGKILL)
-    by_name[leader].wait()
+        agents.start(name)
+    leader, elected = agents.wait_for("elected", timeout=30)
+    agents.signal(leader, signal.SIGKILL)
     killed_at = time.monotonic()
-    successor, event = next_elected(15)
-    took = float(event["mono"]) - killed_at  # type: ignore[arg-type]
+    successor, event = agents.wait_for("elected", timeout=15)
+    took = event["mono"] - killed_at
     timing = Timing(lease=2.0)
     # The successor waits the lease (plus drift and margin) after the last
     # renewal it read, which came at most one renew interval before the kill.
     bound = timing.patience(2.0) + timing.renew_interval + 1.0
     assert successor != leader
-    assert event["term"] > elected["term"]  # type: ignore[operator]
+    assert event["term"] > elected["term"]
     assert took <= bound, f"failover took {took:.2f}s, bound {bound:.2f}s"

@@ -107,8 +107,9 @@ class Revoked:
     """This candidate stopped leading ``term``.
 
     ``reason`` is one of ``expired`` (its deadline passed before a renewal
-    counted), ``resigned``, ``superseded`` (the log shows another holder) or
-    ``unknown-outcome`` (a write whose fate it cannot know).
+    counted), ``resigned``, ``superseded`` (the log shows another holder),
+    ``unknown-outcome`` (a write whose fate it cannot know), ``fenced`` (the
+    broker refused its write for a newer leader) or ``closed``.
     """
 
     term: int
@@ -184,11 +185,18 @@ class Candidate:
         """A write may or may not be in the log: count leadership as lost."""
         return self.lost_track(now, f"{type(record).__name__.lower()} write: {why}")
 
-    def lost_track(self, now: float, why: str) -> list[Action]:
-        """The log cannot be trusted to be read or written as it should."""
+    def lost_track(
+        self, now: float, why: str, reason: str = "unknown-outcome"
+    ) -> list[Action]:
+        """The log cannot be trusted to be read or written as it should.
+
+        ``reason`` is what a leader's revocation reports: ``unknown-outcome``
+        for the log's own troubles, ``fenced`` when the broker refused a
+        leader's write because a newer leader fenced it.
+        """
         actions: list[Action] = []
         if self.leading:
-            actions.append(self._stop("unknown-outcome"))
+            actions.append(self._stop(reason))
         logger.warning(
             "group %s candidate %s: %s; reading the log again",
             self.group,
@@ -410,7 +418,9 @@ class Candidate:
         self.leading = False
         self.won_term = None
         log = (
-            logger.warning if reason in ("expired", "unknown-outcome") else logger.info
+            logger.warning
+            if reason in ("expired", "unknown-outcome", "fenced")
+            else logger.info
         )
         log(
             "group %s: %s stops leading term %d (%s)",

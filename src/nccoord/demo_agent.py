@@ -19,6 +19,8 @@ from typing import Any
 
 from .candidate import Timing
 from .elector import Elector
+from .errors import FencedError, NccoordError
+from .fencing import FencedProducer, NotLeaderError
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--prefix", default="")
+    parser.add_argument(
+        "--write-every",
+        type=float,
+        default=0.0,
+        help="as leader, write a fenced record to system-broadcast this often",
+    )
+    parser.add_argument(
+        "--broker-fence-only",
+        action="store_true",
+        help="keep writing after the local deadline, leaving the broker to refuse",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -56,9 +69,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     elector.on_revoked(lambda term, why: report("revoked", term=term, reason=why))
     elector.start()
     report("ready")
+    stop = threading.Event()
+    if args.write_every > 0:
+        writer = FencedProducer(
+            elector,
+            args.bootstrap,
+            transactional_id_prefix=args.prefix,
+            check_deadline=not args.broker_fence_only,
+        )
+        threading.Thread(
+            target=_write_as_leader,
+            args=(writer, topics.broadcast, args.name, args.write_every, stop),
+            daemon=True,
+        ).start()
     sys.stdin.read()  # until the demo closes our input
+    stop.set()
     elector.close()
     return 0
+
+
+def _write_as_leader(
+    writer: FencedProducer, topic: str, name: str, every: float, stop: threading.Event
+) -> None:
+    """Write numbered records while leading; report each outcome."""
+    count = 0
+    while not stop.wait(every):
+        count += 1
+        body = json.dumps({"agent": name, "n": count}).encode()
+        try:
+            # Keyed by group: one partition holds the leaders' writes in order.
+            term = writer.send(topic, [(writer.elector.group.encode(), body)])
+        except NotLeaderError:
+            continue
+        except FencedError as exc:
+            report("refused", n=count, reason=str(exc))
+            continue
+        except NccoordError as exc:
+            report("failed", n=count, reason=str(exc))
+            continue
+        report("wrote", n=count, term=term)
 
 
 if __name__ == "__main__":

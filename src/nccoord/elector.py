@@ -100,9 +100,9 @@ class Elector:
         self._revoked: list[RevokedCallback] = []
         self._role_changes = role_changes
         self._lock = threading.RLock()
-        self._commands: queue.SimpleQueue[Callable[[], list[Action]]] = (
-            queue.SimpleQueue()
-        )
+        self._commands: queue.SimpleQueue[
+            tuple[Callable[[float], list[Action]], threading.Event]
+        ] = queue.SimpleQueue()
         self._failures: queue.SimpleQueue[tuple[LeaseRecord, Exception]] = (
             queue.SimpleQueue()
         )
@@ -189,17 +189,23 @@ class Elector:
         is on its way. The candidate stays out of the next ``hold_off``
         seconds of campaigning (one lease unless given).
         """
-        done = threading.Event()
+        self._command(lambda now: self._core.resign(now, hold_off))
 
-        def command() -> list[Action]:
-            actions = self._core.resign(self.clock(), hold_off)
-            done.set()
-            return actions
+    def step_down(self, why: str, reason: str = "fenced") -> None:
+        """Stop leading now, e.g. because the broker fenced a leader's write.
 
+        The revoked callbacks have run when this returns (unless it is called
+        from one of the elector's own callbacks). The log is read again.
+        """
+        self._command(lambda now: self._core.lost_track(now, why, reason))
+
+    def _command(self, command: Callable[[float], list[Action]]) -> None:
         if self._thread is None or not self._thread.is_alive():
             raise NccoordError("elector is not running")
-        self._commands.put(command)
-        done.wait(10)
+        done = threading.Event()
+        self._commands.put((command, done))
+        if threading.current_thread() is not self._thread:
+            done.wait(10)
 
     def close(self) -> None:
         """Stop the thread; a leader is revoked (``closed``) but not released."""
@@ -264,10 +270,15 @@ class Elector:
             while not self._failures.empty():
                 record, error = self._failures.get()
                 actions += self._core.on_send_failed(record, self.clock(), str(error))
+            done = []
             while not self._commands.empty():
-                actions += self._commands.get()()
+                command, event = self._commands.get()
+                actions += command(self.clock())
+                done.append(event)
             actions += self._core.tick(self.clock())
         self._carry_out(actions)
+        for event in done:
+            event.set()
 
     def _read(self, offset: int, value: bytes) -> list[Action]:
         try:
