@@ -66,10 +66,10 @@ class AgentProcesses:
         deadline = time.monotonic() + timeout
         while True:
             for index, (name, report) in enumerate(self.seen):
-                if index not in self._taken and report["event"] == event:
-                    if agent in (None, name):
-                        self._taken.add(index)
-                        return name, report
+                fits = report["event"] == event and agent in (None, name)
+                if fits and index not in self._taken:
+                    self._taken.add(index)
+                    return name, report
             left = deadline - time.monotonic()
             if left <= 0:
                 break

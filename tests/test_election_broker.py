@@ -8,8 +8,12 @@ import time
 
 import pytest
 
+from nccoord.bus import Subscriber
 from nccoord.candidate import Timing
-from nccoord.elector import Elector
+from nccoord.elector import Elector, Leadership
+from nccoord.events import ControlSignal
+from nccoord.kafka_log import KafkaLog
+from nccoord.roles import observe
 from nccoord.topics import TopicNames
 
 from .agents import AgentProcesses
@@ -145,3 +149,45 @@ def test_killing_the_leader_process_elects_another_within_lease_and_bound(
     assert successor != leader
     assert event["term"] > elected["term"]
     assert took <= bound, f"failover took {took:.2f}s, bound {bound:.2f}s"
+
+
+def test_role_changes_reach_system_control_and_observers_agree(
+    kafka_bootstrap: str, topics: TopicNames, group: str, agents: AgentProcesses
+) -> None:
+    seen: list[ControlSignal] = []
+    subscriber = Subscriber(kafka_bootstrap, f"watch-{group}", names=topics)
+    subscriber.on(ControlSignal, lambda event, _meta: seen.append(event))
+    agents.start("r1")
+    agents.start("r2")
+    first, elected = agents.wait_for("elected", timeout=30)
+    # Publishing is asynchronous: let the announcement out before the kill.
+    _poll_until(subscriber, seen, group, {("elected", first, elected["term"])})
+    agents.signal(first, signal.SIGKILL)
+    second, taken = agents.wait_for("elected", timeout=15)
+    wanted = {("elected", second, taken["term"]), ("revoked", first, elected["term"])}
+    _poll_until(subscriber, seen, group, wanted)
+    subscriber.close()
+    # Published once, by the new leader: no duplicates of a change.
+    assert sorted(_roles(seen, group)) == sorted(
+        (e.signal, e.agent_id, e.term) for e in seen if e.group == group
+    )
+    log = KafkaLog(kafka_bootstrap, topics.lease)
+    assert observe(log, group) == Leadership(group, taken["term"], second)
+
+
+def _roles(events: list[ControlSignal], group: str) -> set[tuple[str, str, int]]:
+    return {
+        (e.signal, e.agent_id or "", e.term or 0) for e in events if e.group == group
+    }
+
+
+def _poll_until(
+    subscriber: Subscriber,
+    seen: list[ControlSignal],
+    group: str,
+    wanted: set[tuple[str, str, int]],
+) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not wanted <= _roles(seen, group):
+        subscriber.poll(0.5)
+    assert wanted <= _roles(seen, group)

@@ -17,10 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .bus import Publisher
 from .candidate import Timing
 from .elector import Elector
 from .errors import FencedError, NccoordError
 from .fencing import FencedProducer, NotLeaderError
+from .roles import RolePublisher
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .topics import TopicNames
 
     topics = TopicNames(args.prefix)
+    publisher = Publisher(args.bootstrap, name=args.name, names=topics)
     elector = Elector.over_kafka(
         args.bootstrap,
         args.group,
         args.name,
         topics=topics,
         timing=Timing(lease=args.lease),
+        role_changes=RolePublisher(publisher),
     )
     elector.on_elected(lambda term: report("elected", term=term))
     elector.on_revoked(lambda term, why: report("revoked", term=term, reason=why))
@@ -85,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdin.read()  # until the demo closes our input
     stop.set()
     elector.close()
+    publisher.close()
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from . import lease
 from .candidate import Action, Candidate, Elected, Resync, Revoked, Send, Timing
 from .errors import EventError, NccoordError, TransportError
-from .lease import LeaseRecord
+from .lease import LeaseRecord, LeaseState
 from .log import Log, Reader, Writer, partition_for
 from .topics import TopicNames
 
@@ -60,6 +60,7 @@ class RoleChange:
 
 
 RoleChangeHook = Callable[[RoleChange], None]
+ChangeCallback = Callable[[LeaseState | None, LeaseState], None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Elector:
         self._elected: list[ElectedCallback] = []
         self._revoked: list[RevokedCallback] = []
         self._role_changes = role_changes
+        self._changes: list[ChangeCallback] = []
         self._lock = threading.RLock()
         self._commands: queue.SimpleQueue[
             tuple[Callable[[float], list[Action]], threading.Event]
@@ -173,6 +175,20 @@ class Elector:
         """The monotonic time at which this leader stops acting, if leading."""
         with self._lock:
             return self._core.deadline if self._core.is_leader(self.clock()) else None
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the elector has read its partition to the end."""
+        with self._lock:
+            return self._core.caught_up
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """Call ``callback(before, after)`` whenever the folded state changes.
+
+        ``before`` is ``None`` the first time the state becomes known. With
+        :func:`nccoord.roles.derive` this gives an observer every role change.
+        """
+        self._changes.append(callback)
 
     def leadership(self) -> Leadership | None:
         """The leader and term this elector has read, or None before it knows."""
@@ -293,7 +309,13 @@ class Elector:
                 exc,
             )
             return []
-        return self._core.on_record(offset, record, self.clock())
+        before = self._core.state
+        actions = self._core.on_record(offset, record, self.clock())
+        after = self._core.state
+        if after is not None and after is not before:
+            for callback in self._changes:
+                callback(before, after)
+        return actions
 
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
