@@ -145,6 +145,11 @@ class Candidate:
         self.timing = timing or Timing()
         self.participate = participate
         self.hold_off_until = -math.inf
+        # When this incarnation first sent a Claim for each term it may still
+        # win. Kept across restarts: a Claim given up on, or sent before a
+        # resync, can still land and win, and the lease then counts from the
+        # first copy sent, not from the one being waited for.
+        self.claims_sent: dict[int, float] = {}
         self.restart(low=0, now=-math.inf)
 
     # -- inputs --------------------------------------------------------------
@@ -173,6 +178,8 @@ class Candidate:
         if state is not before:
             self.read_at = now
         self._note_own_record(record, before, state)
+        for term in [t for t in self.claims_sent if t <= state.term]:
+            del self.claims_sent[term]  # a Claim for a term reached can't win
         return self._check_superseded(state)
 
     def on_caught_up(self, end: int, now: float) -> list[Action]:
@@ -328,6 +335,7 @@ class Candidate:
             folded_through=self.folded_through,
         )
         self.pending_claim = (claim.term, now)
+        self.claims_sent.setdefault(claim.term, now)
         logger.debug(
             "group %s: %s claims term %d", self.group, self.candidate, claim.term
         )
@@ -346,6 +354,7 @@ class Candidate:
             folded_through=self.folded_through,
         )
         self.pending_claim = (claim.term, now)
+        self.claims_sent.setdefault(claim.term, now)
         logger.info(
             "group %s: no readable record; %s claims fresh term %d",
             self.group,
@@ -391,6 +400,7 @@ class Candidate:
             if record.term != term:
                 return
             self.pending_claim = None
+            sent_at = min(sent_at, self.claims_sent.get(term, sent_at))
             if state.term == term and state.held_by(self.candidate, self.incarnation):
                 self.won_term = term
                 self.replaced = before
