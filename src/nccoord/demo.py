@@ -231,6 +231,7 @@ class Demo:
         self.agents: dict[str, Agent] = {}
         self.terms: dict[str, int] = {}
         self.spawned = 0
+        self.backend = "kafka"
         self.timeline = Timeline(time.monotonic())
         self.make_agent: Callable[[str], Agent]
 
@@ -247,6 +248,7 @@ class Demo:
         self.agents[name] = self.make_agent(name)
 
     def run(self, backend: str) -> dict[str, Any]:
+        self.backend = backend
         opts = self.options
         for _ in range(opts.agents):
             self.spawn()
@@ -297,8 +299,9 @@ class Demo:
         self.agents.pop(leader).kill()
         term = self.terms.get(leader, 0)
         event = self.timeline.killed(leader, term, time.monotonic())
+        how = "SIGKILL" if self.backend == "kafka" else "thread stopped"
         self.say(
-            event, f"{event['t']:7.2f}s  {leader:<9} killed    term {term} (SIGKILL)"
+            event, f"{event['t']:7.2f}s  {leader:<9} killed    term {term} ({how})"
         )
         self.spawn()
         return True
