@@ -61,10 +61,21 @@ Faults (:class:`Fault`, all chosen by the schedule):
     the application asks the candidate to resign.
 ``trim``
     retention deletes every record appended more than ``delay`` seconds
-    ago. The lease rules assume a retention longer than a leader's budget
-    (records younger than that are never deleted): a candidate that finds
-    the log empty claims a fresh term at once, which is safe only if the
-    last holder's deadline has passed.
+    ago. With ``mode="time"`` that is all it looks at, as Kafka does;
+    otherwise it also keeps what the retention assumption below keeps.
+
+The retention assumption. The lease rules take retention to be much longer
+than a lease and than the longest time a running candidate goes without
+reading the log. Then no record younger than a leader's budget is deleted (a
+candidate that finds the log empty claims a fresh term at once, safe only
+once the last holder's deadline has passed); no running candidate loses a
+record it has not read; and every record, kept or yet to be written, names
+a base (``folded_through + 1``) that is still readable, so that a newcomer
+can start from it. Retention here keeps those records however old they
+are. Broken, the assumption costs liveness: a newcomer that meets only
+records whose base is gone can neither establish the group's state nor
+claim a fresh term, and waits for a readable record that may never come
+(``test_sim_scenarios`` shows it).
 
 Checks, after every instant of virtual time (:class:`Violation` on failure):
 
@@ -93,6 +104,7 @@ import heapq
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -308,6 +320,7 @@ class Simulator:
         self._seq = 0
         self._appended_at: list[float] = []
         self._records: list[LeaseRecord] = []  # every record, trimmed or not
+        self._bases_in_flight: Counter[int] = Counter()
         self._folded: list[LeaseState] = []  # fold of the log through offset
         self._winners: dict[int, tuple[str, str]] = {}
         self._elected: dict[int, tuple[str, str]] = {}
@@ -542,7 +555,7 @@ class Simulator:
             self._note(t, node, f"sends {what}: outcome unknown (lands: {landed})")
             if landed:
                 latency = self._jitter(node.profile.write_latency)
-                self._push(t + latency, lambda when: self._append(record, when))
+                self._push_append(t + latency, record)
             writer = node.writer
 
             def failed(when: float) -> None:
@@ -555,12 +568,17 @@ class Simulator:
         latency = self._jitter(node.profile.write_latency)
         latency += sum(delay.delay for delay in node.delayed_by.values())
         self._note(t, node, f"sends {what}, lands at {t + latency:.6f}")
-        self._push(t + latency, lambda when: self._append(record, when))
+        self._push_append(t + latency, record)
         for dup in node.duplicated_by.values():
             again = t + latency + dup.delay
-            self._push(again, lambda when: self._append(record, when))
+            self._push_append(again, record)
+
+    def _push_append(self, t: float, record: LeaseRecord) -> None:
+        self._bases_in_flight[record.folded_through + 1] += 1
+        self._push(t, lambda when: self._append(record, when))
 
     def _append(self, record: LeaseRecord, t: float) -> None:
+        self._bases_in_flight[record.folded_through + 1] -= 1
         offset = self.log.append(PARTITION, KEY, lease.encode(record))
         self._appended_at.append(t)
         self._records.append(record)
@@ -621,8 +639,25 @@ class Simulator:
             self._step(node, t)
             node.commands.clear()  # a paused or dead process hears nothing
         elif fault.kind == "trim":
-            before = bisect.bisect_left(self._appended_at, t - fault.delay)
-            self.log.trim(PARTITION, before)
+            self.log.trim(
+                PARTITION, self._retained_from(t - fault.delay, fault.mode != "time")
+            )
+
+    def _retained_from(self, older: float, assumed: bool) -> int:
+        """The first offset retention keeps when deleting records appended
+        before ``older``; if ``assumed``, also what the retention assumption
+        of the module text keeps."""
+        low, end = self.log.bounds(PARTITION)
+        keep = [bisect.bisect_left(self._appended_at, older)]
+        if assumed:
+            keep += [r.folded_through + 1 for r in self._records[keep[0] : end]]
+            keep += [b for b, n in self._bases_in_flight.items() if n > 0]
+            keep += [
+                node.core.folded_through + 1
+                for node in self.nodes
+                if node.alive and node.reader is not None
+            ]
+        return max(low, min(keep))
 
     def _finish(self, index: int, t: float) -> None:
         fault = self.schedule.faults[index]
