@@ -61,6 +61,7 @@ class RoleChange:
 
 RoleChangeHook = Callable[[RoleChange], None]
 ChangeCallback = Callable[[LeaseState | None, LeaseState], None]
+SentCallback = Callable[[LeaseRecord, float, Exception | None], None]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Elector:
         self._revoked: list[RevokedCallback] = []
         self._role_changes = role_changes
         self._changes: list[ChangeCallback] = []
+        self._sent: list[SentCallback] = []
         self._lock = threading.RLock()
         self._commands: queue.SimpleQueue[
             tuple[Callable[[float], list[Action]], threading.Event]
@@ -189,6 +191,12 @@ class Elector:
         :func:`nccoord.roles.derive` this gives an observer every role change.
         """
         self._changes.append(callback)
+
+    def on_sent(self, callback: SentCallback) -> None:
+        """Call ``callback(record, seconds, error)`` when a write's outcome is
+        known: ``seconds`` from sending the lease record to the broker's answer.
+        """
+        self._sent.append(callback)
 
     def leadership(self) -> Leadership | None:
         """The leader and term this elector has read, or None before it knows."""
@@ -334,9 +342,13 @@ class Elector:
             # not sent, and the candidate never reads it back.
             return
 
+        sent_at = self.clock()
+
         def done(error: Exception | None) -> None:
             if error is not None:
                 self._failures.put((record, error))
+            for callback in self._sent:
+                callback(record, self.clock() - sent_at, error)
 
         self._writer.send(self._partition, self._key, lease.encode(record), done)
 
