@@ -47,3 +47,17 @@ class FencedError(TransportError):
 
 class BrokerError(NccoordError):
     """A local Kafka broker could not be fetched, started or reached."""
+
+
+class SignatureError(NccoordError):
+    """A signed override or revoke was refused; ``reason`` says why.
+
+    Reasons: ``unsigned``, ``unknown key``, ``malformed signature``,
+    ``bad signature`` (forged or tampered), ``no override id``,
+    ``too old``, ``from the future``, ``replayed``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
