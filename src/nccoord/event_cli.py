@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from . import headers as hdr
 from . import topics
+from .connect import check_bootstrap
 from .errors import ConfigError, EventError, TransportError
 from .events import DEFAULT_MAX_BYTES, KINDS, Event, decode, infer_kind, resolve_kind
 
@@ -53,6 +54,7 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
 def _bootstrap(args: argparse.Namespace) -> str:
     if not args.bootstrap:
         raise ConfigError("no broker: pass --bootstrap or set NCCOORD_BOOTSTRAP")
+    check_bootstrap(str(args.bootstrap))
     return str(args.bootstrap)
 
 
@@ -166,13 +168,33 @@ def _register_watch(subparsers: Any) -> None:
     )
     parser.add_argument("--max-messages", type=int, help="stop after this many")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--live",
+        action="store_true",
+        help="redraw groups, agents, overrides and results in place "
+        "(the default on a terminal)",
+    )
+    mode.add_argument(
+        "--lines", action="store_true", help="one line per record, as it comes"
+    )
     _add_broker_options(parser)
     parser.set_defaults(func=cmd_watch)
+
+
+def _wants_live(args: argparse.Namespace) -> bool:
+    if args.live:
+        return True
+    if args.lines or args.json or args.topic or args.max_messages is not None:
+        return False
+    return sys.stdout.isatty()
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, KafkaException
 
+    if _wants_live(args):
+        return _watch_live(args)
     names = topics.TopicNames(args.prefix)
     wanted = [names.name(base) for base in args.topic or WATCHED]
     consumer = Consumer(
@@ -202,6 +224,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise TransportError(f"cannot read: {exc}") from exc
     finally:
         consumer.close()
+    return 0
+
+
+def _watch_live(args: argparse.Namespace) -> int:
+    from .dashboard import require_extra
+
+    require_extra("ui", "rich")
+    from . import live
+    from .monitor import ClusterFollower, FollowerSettings
+
+    bootstrap = _bootstrap(args)
+    settings = FollowerSettings(names=topics.TopicNames(args.prefix))
+    with ClusterFollower(bootstrap, settings=settings) as follower:
+        live.run(follower.snapshot, source=bootstrap, duration=args.duration)
     return 0
 
 
