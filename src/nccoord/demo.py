@@ -12,6 +12,7 @@ in-memory log, and the demo says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -24,14 +25,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .candidate import Timing
 from .elector import Elector
 from .errors import BrokerError
+from .lease import LeaseRecord, Renew
 from .log import MemoryLog
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class DemoOptions:
     kill_every: float = 6.0
     json: bool = False
     group: str = "demo"
+    metrics_port: int | None = None
 
 
 # -- what happened, and the summary of it ------------------------------------
@@ -234,6 +240,7 @@ class Demo:
         self.backend = "kafka"
         self.timeline = Timeline(time.monotonic())
         self.make_agent: Callable[[str], Agent]
+        self.metrics: Metrics | None = None
 
     def say(self, event: dict[str, Any], text: str) -> None:
         if self.options.json:
@@ -286,6 +293,8 @@ class Demo:
                 event,
                 f"{event['t']:7.2f}s  {name:<9} elected   term {report['term']}{extra}",
             )
+        elif kind == "renewed" and self.metrics is not None:
+            self.metrics.renewed(self.options.group, float(report["seconds"]))
         elif kind == "revoked":
             why = report["reason"]
             event = self.timeline.revoked(name, report["term"], why, mono)
@@ -326,7 +335,7 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> dict[str, Any]
         from .broker import start_broker
 
         try:
-            broker = start_broker()
+            broker = start_broker(progress=_progress)
             bootstrap = broker.bootstrap
         except BrokerError as exc:
             return _run_in_memory(options, out, str(exc))
@@ -344,6 +353,14 @@ def _run_on_kafka(options: DemoOptions, out: IO[str], bootstrap: str) -> dict[st
 
     ensure_topics(AdminClient({"bootstrap.servers": bootstrap}))
     demo = Demo(options, out)
+    follower = None
+    if options.metrics_port is not None:
+        from .metrics import Metrics
+        from .monitor import ClusterFollower, ClusterView
+
+        demo.metrics = Metrics()
+        follower = ClusterFollower(bootstrap, ClusterView(metrics=demo.metrics))
+        follower.start()
     if not options.json:
         out.write(
             f"nccoord demo: {options.agents} agents in group {options.group!r}, "
@@ -357,12 +374,23 @@ def _run_on_kafka(options: DemoOptions, out: IO[str], bootstrap: str) -> dict[st
         options.group,
         "--lease",
         str(options.lease),
+        "--heartbeat-every",
+        "1",
     ]
-    with tempfile.NamedTemporaryFile(
-        prefix="nccoord-demo-", suffix=".log", delete=False
-    ) as log:
+    if demo.metrics is not None:
+        args.append("--report-renewals")
+    with (
+        _serving(demo.metrics, options, out),
+        tempfile.NamedTemporaryFile(
+            prefix="nccoord-demo-", suffix=".log", delete=False
+        ) as log,
+    ):
         demo.make_agent = lambda name: ProcessAgent(name, args, demo.events, log)
-        summary = demo.run("kafka")
+        try:
+            summary = demo.run("kafka")
+        finally:
+            if follower is not None:
+                follower.close()
     if not options.json:
         out.write(f"agents' own logs: {log.name}\n")
     else:
@@ -378,10 +406,57 @@ def _run_in_memory(options: DemoOptions, out: IO[str], why: str) -> dict[str, An
     print(notice, file=sys.stderr if options.json else out, flush=True)
     log = MemoryLog()
     demo = Demo(options, out)
-    demo.make_agent = lambda name: ThreadAgent(
-        name, log, options.group, options.lease, demo.events
-    )
-    return demo.run("memory")
+    observer = None
+    if options.metrics_port is not None:
+        from .metrics import Metrics
+
+        demo.metrics = Metrics()
+        observer = Elector(log, options.group, "observer", participate=False)
+        demo.metrics.instrument(observer)
+        observer.start()
+
+    def make_agent(name: str) -> Agent:
+        agent = ThreadAgent(name, log, options.group, options.lease, demo.events)
+
+        def sent(record: LeaseRecord, seconds: float, error: Exception | None) -> None:
+            if error is None and isinstance(record, Renew):
+                demo.events.put((name, {"event": "renewed", "seconds": seconds}))
+
+        if demo.metrics is not None:
+            agent.elector.on_sent(sent)
+        return agent
+
+    demo.make_agent = make_agent
+    with _serving(demo.metrics, options, out):
+        try:
+            return demo.run("memory")
+        finally:
+            if observer is not None:
+                observer.close()
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _serving(
+    metrics: Metrics | None, options: DemoOptions, out: IO[str]
+) -> Iterator[None]:
+    """Serve ``/metrics`` on loopback for the demo's run, if asked to."""
+    if metrics is None or options.metrics_port is None:
+        yield
+        return
+    server = metrics.serve(options.metrics_port)
+    if options.json:
+        out.write(json.dumps({"event": "metrics", "url": server.url}) + "\n")
+    else:
+        out.write(f"metrics at {server.url}\n")
+    out.flush()
+    try:
+        yield
+    finally:
+        server.close()
 
 
 # -- command line -------------------------------------------------------------
@@ -400,10 +475,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--kill-every", type=float, default=6.0, help="seconds")
     parser.add_argument("--group", default="demo")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT during the demo "
+        "(0: a free port, printed at the start)",
+    )
     parser.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.bootstrap:
+        from .connect import check_bootstrap
+
+        check_bootstrap(args.bootstrap)
     options = DemoOptions(
         bootstrap=args.bootstrap,
         agents=args.agents,
@@ -412,6 +498,7 @@ def _command(args: argparse.Namespace) -> int:
         kill_every=args.kill_every,
         json=args.json,
         group=args.group,
+        metrics_port=args.metrics_port,
     )
     summary = run_demo(options)
     return 0 if summary["overlaps"] == 0 and summary["terms_increasing"] else 1

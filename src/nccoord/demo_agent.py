@@ -1,7 +1,7 @@
 """One demo agent: an elector in its own OS process, reporting on stdout.
 
 Started by ``nccoord demo``; it prints one JSON object per line (``ready``,
-``elected``, ``revoked``) stamped with the system-wide monotonic clock, so
+``elected``, ``revoked``, and ``renewed`` if asked) stamped with the system-wide monotonic clock, so
 the demo can line up the reports of every agent. It exits when its standard
 input closes (the demo ended) or when it is killed (the demo's point).
 """
@@ -15,13 +15,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .bus import Publisher
 from .candidate import Timing
 from .elector import Elector
 from .errors import FencedError, NccoordError
+from .events import Heartbeat, StatusUpdate
 from .fencing import FencedProducer, NotLeaderError
+from .lease import LeaseRecord, Renew
 from .roles import RolePublisher
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep writing after the local deadline, leaving the broker to refuse",
     )
+    parser.add_argument(
+        "--heartbeat-every",
+        type=float,
+        default=0.0,
+        help="register on system-status, then send a heartbeat this often",
+    )
+    parser.add_argument(
+        "--report-renewals",
+        action="store_true",
+        help="report each acknowledged Renew with its latency",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -71,9 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     elector.on_elected(lambda term: report("elected", term=term))
     elector.on_revoked(lambda term, why: report("revoked", term=term, reason=why))
+    if args.report_renewals:
+        elector.on_sent(_report_renewal)
     elector.start()
     report("ready")
     stop = threading.Event()
+    if args.heartbeat_every > 0:
+        threading.Thread(
+            target=_heartbeats,
+            args=(publisher, args.name, args.group, args.heartbeat_every, stop),
+            daemon=True,
+        ).start()
     if args.write_every > 0:
         writer = FencedProducer(
             elector,
@@ -91,6 +113,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     elector.close()
     publisher.close()
     return 0
+
+
+def _report_renewal(
+    record: LeaseRecord, seconds: float, error: Exception | None
+) -> None:
+    if error is None and isinstance(record, Renew):
+        report("renewed", seconds=seconds)
+
+
+def _heartbeats(
+    publisher: Publisher, name: str, group: str, every: float, stop: threading.Event
+) -> None:
+    """Register with the group, then send a heartbeat every ``every`` seconds."""
+    now = datetime.now(UTC)
+    publisher.publish(
+        StatusUpdate(agent_id=name, timestamp=now, kind="registration", group=group)
+    )
+    while True:
+        beat = Heartbeat(
+            agent_id=name,
+            timestamp=datetime.now(UTC),
+            status="healthy",
+            interval_seconds=every,
+        )
+        try:
+            publisher.publish(beat)
+        except NccoordError as exc:
+            logger.warning("heartbeat not sent: %s", exc)
+        if stop.wait(every):
+            return
 
 
 def _write_as_leader(
