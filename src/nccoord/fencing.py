@@ -75,8 +75,13 @@ class FencedProducer:
         topic: str,
         records: Iterable[tuple[bytes | None, bytes]],
         headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
     ) -> int:
-        """Write ``(key, value)`` records in one transaction; return the term."""
+        """Write ``(key, value)`` records in one transaction; return the term.
+
+        ``headers`` go on every record, next to the term; ``partition``, if
+        given, is where every record goes (else the key decides).
+        """
         term = self._leader_term()
         producer = self._producer_for(term)
         stamp = {**(headers or {}), TERM_HEADER: str(term).encode()}
@@ -84,10 +89,25 @@ class FencedProducer:
         try:
             producer.begin_transaction()
             for key, value in records:
-                producer.produce(topic, value, key, headers=list(stamp.items()))
+                if partition is None:
+                    producer.produce(topic, value, key, headers=list(stamp.items()))
+                else:
+                    producer.produce(
+                        topic, value, key, partition, headers=list(stamp.items())
+                    )
             producer.commit_transaction()
         except KafkaException as exc:
             self._failed(exc.args[0], term)
+        return term
+
+    def open(self) -> int:
+        """Take the group's producer for the current term now; return the term.
+
+        This fences every older leader's producer and ends its open
+        transaction, so nothing of an older term commits after it returns.
+        """
+        term = self._leader_term()
+        self._producer_for(term)
         return term
 
     def close(self) -> None:
