@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from nccoord.bus import Publisher, Subscriber
 from nccoord.control import request_failover
+from nccoord.coordinator import MEMBERSHIP_DETAIL
 from nccoord.events import StatusUpdate
 from nccoord.kafka_log import KafkaLog
 from nccoord.overrides import FailureRate, Supervisor
@@ -131,8 +133,28 @@ def decided_by(agents: Agents, name: str) -> dict[int, tuple[Any, int, list[str]
     }
 
 
+def announced(bootstrap: str, topics: TopicNames, agent: str) -> list[str]:
+    """The membership states announced on system-status for ``agent``."""
+    states: list[str] = []
+
+    def take(update: StatusUpdate, meta: object) -> None:
+        if update.agent_id == agent and (update.detail or "").startswith(
+            MEMBERSHIP_DETAIL
+        ):
+            states.append(update.status or "")
+
+    with Subscriber(bootstrap, f"check-{uuid.uuid4().hex}", names=topics) as reader:
+        reader.on(StatusUpdate, take)
+        idle_since = time.monotonic()
+        deadline = idle_since + 20
+        while time.monotonic() < deadline and time.monotonic() - idle_since < 2:
+            if reader.poll(0.2):
+                idle_since = time.monotonic()
+    return states
+
+
 def test_five_agents_decide_every_round_alike_while_the_leader_is_killed(
-    example_agents: Agents,
+    example_agents: Agents, kafka_bootstrap: str, topics: TopicNames
 ) -> None:
     agents, rounds = example_agents, 24
     names = [f"a{i}" for i in range(1, 6)]
@@ -171,6 +193,16 @@ def test_five_agents_decide_every_round_alike_while_the_leader_is_killed(
         lambda: all(len(decided_by(agents, n)) == rounds for n in survivors),
         40,
     )
+
+    def dead_to(name: str) -> bool:
+        seen = agents.of("member", name)
+        return any(r["agent"] == leader and r["state"] == "dead" for _, r in seen)
+
+    agents.until(
+        "survivors mark the killed leader dead",
+        lambda: all(dead_to(n) for n in survivors),
+        15,
+    )
     agents.stop()
     took = time.monotonic() - began
 
@@ -192,6 +224,8 @@ def test_five_agents_decide_every_round_alike_while_the_leader_is_killed(
     assert terms == sorted(terms)
     assert elected["term"] in terms, "the first leader decided nothing"
     assert terms[-1] > elected["term"], "no round decided after the kill"
+    # The killed leader's death was announced once, by the new leader.
+    assert announced(kafka_bootstrap, topics, leader).count("dead") == 1
     print(
         f"{rounds} rounds by terms {sorted(set(terms))}; leader {leader} killed "
         f"{killed_at - began:.1f}s in; whole run {took:.1f}s"
