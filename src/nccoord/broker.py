@@ -245,6 +245,18 @@ def free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
+def _check_port_free(port: int) -> None:
+    """Raise a one-line BrokerError if ``port`` on loopback is in use."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            raise BrokerError(
+                f"port {port} on {HOST} is taken ({exc.strerror}): pass another "
+                "--port, or leave it out for a free one"
+            ) from exc
+
+
 def new_cluster_id() -> str:
     """A random cluster id in Kafka's form: 16 bytes, URL-safe base64."""
     raw = base64.urlsafe_b64encode(uuid.uuid4().bytes)
@@ -783,6 +795,8 @@ def _start_jars(
     timeout: float,
 ) -> Broker:
     java = _java()
+    if port is not None:
+        _check_port_free(port)
     libs = ensure_jars(progress=report)
     # A port picked here can be taken before the JVM binds it: pick again.
     attempts = 1 if port is not None else 3

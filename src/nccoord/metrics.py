@@ -166,12 +166,18 @@ class Metrics:
         """
         self.term.labels(group).set(after.term)
         self._set_leader(group, after.holder)
+        # Series at zero from the first sight of a group, so they can be
+        # graphed and alerted on before the first failover.
+        elections, failovers = (
+            self.elections.labels(group),
+            self.failovers.labels(group),
+        )
         if not count or before is None or after.term == before.term:
             return
         if after.holder is not None:
-            self.elections.labels(group).inc()
+            elections.inc()
             if before.holder is not None:
-                self.failovers.labels(group).inc()
+                failovers.inc()
 
     def _set_leader(self, group: str, holder: str | None) -> None:
         with self._lock:
