@@ -232,3 +232,20 @@ def test_records_with_a_deleted_base_leave_newcomers_without_a_leader() -> None:
     finally:
         stuck = [node.name for node in sim.nodes if node.core.state is None]
     assert stuck == []
+
+
+def test_claim_naming_a_stale_seq_loses_to_the_renew_that_landed_first() -> None:
+    # Rule 1, the compare-and-set: c1 cannot read from 1 s on, so its Claim
+    # names seq 1 of term 1 while c0's renewals have moved on. c0 cannot
+    # read either from 2.6 s, so it learns of no rival and acts to its
+    # deadline (4.3 s). Were the stale Claim to win, c1 would read it back
+    # at 4 s and lead alongside c0.
+    faults = (
+        Fault(at=1.0, kind="cut", candidate=1, mode="read", duration=3.0),
+        Fault(at=2.6, kind="cut", candidate=0, mode="read", duration=2.4),
+    )
+    profiles = tuple(Profile(write_latency=LATENCY, read_latency=LATENCY) for _ in "ab")
+    sim = Simulator(12, schedule(*faults, profiles=profiles)).run()
+    claims = [line for line in sim.trace if "claim term 2 prev_seq 1 by c1.1" in line]
+    assert claims, "c1 did not send the stale Claim this test is about"
+    assert all(e.candidate == "c0" for e in sim.elections if e.at < 6.0)

@@ -82,7 +82,8 @@ Checks, after every instant of virtual time (:class:`Violation` on failure):
 - *one leader per term*: no two incarnations are elected for one term;
 - *no overlap*: no two candidates are acting as leader at the same moment;
   a candidate acts while it is up, not paused, and ``is_leader`` holds on its
-  own clock (which includes its deadline);
+  own clock (which includes its deadline), checked after every instant and
+  also on resuming from a pause, before the elector handles its backlog;
 - *terms grow*: the log's term never goes down; each candidate's view of
   the term never goes down (across its incarnations), and it is elected for
   ever higher terms;
@@ -671,6 +672,9 @@ class Simulator:
             self._restart(node, t)
         elif fault.kind == "pause" and index in node.paused_by:
             node.paused_by.discard(index)
+            # Resumed, the application may act before the elector has handled
+            # what queued up: whatever is_leader says now, it acts on.
+            self._check_instant(t)
         self._step(node, t)
 
     def _crash(self, node: _Node, index: int, t: float) -> None:
