@@ -3,9 +3,10 @@
 :class:`ClusterView` folds what a reader of the system topics reads into a
 :class:`Snapshot`: every group's lease records (through the same pure fold
 the candidates use, :class:`nccoord.lease.GroupView`) and the typed events.
-It does no I/O and reads no clock: each record comes with the readings of
-the monotonic and wall clocks at which it was read, and a snapshot is taken
-at given readings. :class:`ClusterFollower` reads a Kafka cluster on a thread
+It does no I/O, and its folds read no clock: each record comes with the
+readings of the monotonic and wall clocks at which it was read, and a
+snapshot is taken at given readings (a snapshot given no wall reading
+takes the current time, which only times overrides). :class:`ClusterFollower` reads a Kafka cluster on a thread
 and feeds a view; ``nccoord watch``, ``nccoord dashboard`` and the metrics
 of ``nccoord demo`` are built on it.
 
@@ -229,9 +230,19 @@ class ClusterView:
                     entry.counting = True
 
     def lease_record(
-        self, partition: int, offset: int, key: bytes, value: bytes, now: float
+        self,
+        partition: int,
+        offset: int,
+        key: bytes,
+        value: bytes,
+        now: float,
+        wall: datetime | None = None,
     ) -> list[RoleChange]:
-        """Fold one record of the lease log read at monotonic time ``now``."""
+        """Fold one record of the lease log read at monotonic time ``now``.
+
+        ``wall`` (the wall-clock reading, for display only) stamps the role
+        changes the record makes.
+        """
         try:
             record = lease.decode(value)
         except EventError as exc:
@@ -244,10 +255,15 @@ class ClusterView:
             logger.debug("lease record keyed %r names group %s", key, group)
         with self._lock:
             self._counts.lease_records += 1
-            return self._fold_lease(partition, offset, record, now)
+            return self._fold_lease(partition, offset, record, now, wall)
 
     def _fold_lease(
-        self, partition: int, offset: int, record: lease.LeaseRecord, now: float
+        self,
+        partition: int,
+        offset: int,
+        record: lease.LeaseRecord,
+        now: float,
+        wall: datetime | None,
     ) -> list[RoleChange]:
         group = record.group
         entry = self._groups.get(group)
@@ -263,13 +279,13 @@ class ClusterView:
         if after.last_offset != (before.last_offset if before else None):
             entry.read_at = now
         changes = derive(group, before, after) if before is not None else []
-        self._note_changes(changes)
+        self._note_changes(changes, wall)
         if self.metrics is not None:
             self.metrics.leadership(group, before, after, count=entry.counting)
         return changes
 
-    def _note_changes(self, changes: list[RoleChange]) -> None:
-        at = datetime.now(UTC).isoformat(timespec="seconds")
+    def _note_changes(self, changes: list[RoleChange], wall: datetime | None) -> None:
+        at = wall.isoformat(timespec="seconds") if wall is not None else "-"
         for change in changes:
             logger.info(
                 "group %s: %s %s term %d",
@@ -374,7 +390,9 @@ class ClusterView:
     # -- snapshots ---------------------------------------------------------------
 
     def snapshot(self, now: float, wall: datetime | None = None) -> Snapshot:
-        """The panels at monotonic time ``now`` and wall time ``wall``."""
+        """The panels at monotonic time ``now`` and wall time ``wall`` (by
+        default the wall clock now: overrides are timed by their timestamps).
+        """
         wall = wall or datetime.now(UTC)
         with self._lock:
             return Snapshot(
@@ -610,7 +628,12 @@ class ClusterFollower:
             key = message.key() or b""
             value = message.value() or b""
             self.view.lease_record(
-                message.partition(), message.offset(), key, value, now
+                message.partition(),
+                message.offset(),
+                key,
+                value,
+                now,
+                datetime.now(UTC),
             )
         elif base == topics.DEADLETTER:
             origin = hdr.header_text(message.headers(), hdr.DLQ_TOPIC) or ""
