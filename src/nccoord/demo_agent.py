@@ -1,8 +1,9 @@
 """One demo agent: an elector in its own OS process, reporting on stdout.
 
 Started by ``nccoord demo``; it prints one JSON object per line (``ready``,
-``elected``, ``revoked``, and ``renewed`` if asked) stamped with the system-wide monotonic clock, so
-the demo can line up the reports of every agent. It exits when its standard
+``elected``, ``revoked``, and ``renewed`` if asked) stamped with the
+system-wide monotonic clock, so the demo can line up the reports of every
+agent. It exits when its standard
 input closes (the demo ended) or when it is killed (the demo's point).
 """
 

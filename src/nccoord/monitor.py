@@ -6,9 +6,10 @@ the candidates use, :class:`nccoord.lease.GroupView`) and the typed events.
 It does no I/O, and its folds read no clock: each record comes with the
 readings of the monotonic and wall clocks at which it was read, and a
 snapshot is taken at given readings (a snapshot given no wall reading
-takes the current time, which only times overrides). :class:`ClusterFollower` reads a Kafka cluster on a thread
-and feeds a view; ``nccoord watch``, ``nccoord dashboard`` and the metrics
-of ``nccoord demo`` are built on it.
+takes the current time, which only times overrides).
+:class:`ClusterFollower` reads a Kafka cluster on a thread and feeds a
+view; ``nccoord watch``, ``nccoord dashboard`` and the metrics of
+``nccoord demo`` are built on it.
 
 What each panel means:
 
@@ -585,10 +586,8 @@ class ClusterFollower:
                 for partition in found.partitions:
                     wanted.append(TopicPartition(name, partition, OFFSET_BEGINNING))
                     if base == topics.LEASE:
-                        low, _ = consumer.get_watermark_offsets(
-                            TopicPartition(name, partition), timeout=10, cached=False
-                        )
-                        self.view.lease_partition(partition, max(low, 0))
+                        low = _low_watermark(consumer, TopicPartition(name, partition))
+                        self.view.lease_partition(partition, low)
             consumer.assign(wanted)
         except KafkaException as exc:
             consumer.close()
@@ -649,3 +648,31 @@ class ClusterFollower:
             self.view.invalid()
             return
         self.view.event(base, message.partition(), event, meta, now, datetime.now(UTC))
+
+
+def _low_watermark(consumer: Any, partition: Any, timeout: float = 15.0) -> int:
+    """The first readable offset, waiting out a partition that has no leader yet.
+
+    A topic created a moment ago answers "not leader for partition" for a
+    while; that and other retriable errors are retried until ``timeout``.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, _ = consumer.get_watermark_offsets(partition, timeout=5, cached=False)
+            return max(int(low), 0)
+        except KafkaException as exc:
+            error = exc.args[0]
+            again = error.retriable() or error.code() in transient
+            if not again or time.monotonic() >= deadline:
+                raise
+            logger.debug("bounds of %s: %s; retrying", partition, error.str())
+            time.sleep(0.2)
