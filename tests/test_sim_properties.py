@@ -42,6 +42,7 @@ from nccoord.sim import (
     Profile,
     Schedule,
     Simulator,
+    Violation,
     random_schedule,
     rate_bounds,
 )
@@ -66,7 +67,7 @@ HORIZON = 20.0  # faults start within the first HORIZON seconds
 
 settings.register_profile(
     "sim-default",
-    max_examples=500,
+    max_examples=1000,
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -74,7 +75,7 @@ settings.register_profile(
 settings.register_profile(
     "thorough",
     parent=settings.get_profile("sim-default"),
-    max_examples=10_000,
+    max_examples=20_000,
 )
 _PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "sim-default")
 PROFILE = settings.get_profile(
@@ -226,6 +227,7 @@ class ElectionUnderFaults(RuleBasedStateMachine):
     """
 
     sim: Simulator
+    failed = False
 
     @initialize(
         seed=seeds,
@@ -240,7 +242,11 @@ class ElectionUnderFaults(RuleBasedStateMachine):
 
     @rule(seconds=_seconds(0.01, 2 * LEASE))
     def advance(self, seconds: float) -> None:
-        self.sim.run_until(self.sim.now + seconds)
+        try:
+            self.sim.run_until(self.sim.now + seconds)
+        except Violation:
+            self.failed = True
+            raise
 
     @precondition(lambda self: self.sim.now < 4 * HORIZON)
     @rule(data=st.data())
@@ -255,7 +261,8 @@ class ElectionUnderFaults(RuleBasedStateMachine):
         assert terms == sorted(terms), f"elected terms out of order: {terms}"
 
     def teardown(self) -> None:
-        if hasattr(self, "sim"):
+        # The faults stop; a leader must follow within the liveness bound.
+        if hasattr(self, "sim") and not self.failed:
             self.sim.run()
 
 
