@@ -5,9 +5,9 @@ participant over one in-memory partition (:class:`~nccoord.log.MemoryLog`),
 with virtual time and a seeded random source: the same seed and schedule
 give the same run, event for event. Only the log and the clocks are
 simulated; the election rules are the ones the elector runs over Kafka, and
-the driver here feeds them in the same order as :class:`~nccoord.elector.
-Elector` does (records read, end reached, failed writes, commands, then a
-tick).
+the driver here feeds them in the same order as
+:class:`~nccoord.elector.Elector` does (records read, end reached, failed
+writes, commands, then a tick).
 
 Model
 =====
