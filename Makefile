@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install demo test property lint clean
+.PHONY: install demo test property lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 ## Only the hypothesis property tests of the protocol.
 property: $(STAMP)
 	$(BIN)/pytest -m property $(ARGS)
+
+## The election benchmarks beside ZooKeeper and Kafka groups, quick mode.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.run --quick $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
