@@ -25,6 +25,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -434,7 +435,12 @@ _SS_BYTES = re.compile(r"bytes_(sent|received):(\d+)")
 
 
 def socket_bytes(pids: set[int]) -> dict[int, int]:
-    """Bytes sent plus received so far on each process's open TCP sockets."""
+    """Bytes sent plus received so far on each process's open TCP sockets.
+
+    Empty when ``ss`` (iproute2) is not installed.
+    """
+    if shutil.which("ss") is None:
+        return {}
     output = subprocess.run(
         ["ss", "-tinpH"], capture_output=True, text=True, check=False, timeout=20
     ).stdout
@@ -496,7 +502,7 @@ def idle_cost(
         ],
         "rss_mib_per_agent": [rss[p] / 2**20 for p in sorted(pids)],
         "socket_bytes_per_s_per_agent": [
-            (net1[p] - net0[p]) / elapsed for p in sorted(pids)
+            (net1[p] - net0[p]) / elapsed for p in sorted(pids) if p in net0
         ],
         "elections_seen": changes,
     }

@@ -138,8 +138,8 @@ def idle_table(runs: list[dict[str, Any]]) -> str:
                 f"{agents}, {run['budget_s']:g} s, {run['window_s']:.0f} s",
                 f"{statistics.fmean(run['cpu_percent_per_agent']):.2f}",
                 f"{statistics.fmean(run['rss_mib_per_agent']):.1f}",
-                f"{statistics.fmean(net):.0f}",
-                f"{sum(net):.0f}",
+                f"{statistics.fmean(net):.0f}" if net else "- (no ss)",
+                f"{sum(net):.0f}" if net else "-",
                 "-" if lease_rate is None else f"{lease_rate:.2f}",
                 "-" if lease_bytes is None else f"{lease_bytes:.0f}",
             ]
