@@ -61,7 +61,7 @@ def consumer_config(
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": 500,
     }
     config.update(extra or {})
     config.update(overrides)
@@ -140,8 +140,14 @@ class KafkaReader:
         return self._low
 
     def poll(self, timeout: float) -> Batch:
+        # consume(n, t) waits for n records or t seconds, whichever is later
+        # to come; wait for the first record alone, then take what is here.
         batch = Batch()
-        for message in self._consumer.consume(500, timeout):
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return batch
+        self._take(first, batch)
+        for message in self._consumer.consume(499, 0):
             self._take(message, batch)
         return batch
 
