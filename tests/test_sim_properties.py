@@ -9,9 +9,9 @@ two candidates acting as leader at once, terms only grow, a leader only for
 a term whose Claim it read back as won, every view equal to the log's fold;
 and, once the faults are over, a leader within the liveness bound.
 
-Runs: ``pytest -m property``. The default profile runs in a few minutes on
-two cores; ``HYPOTHESIS_PROFILE=thorough pytest -m property`` runs many
-more examples. A failure prints the seed and the schedule (a
+Runs: ``pytest -m property``. The default profile takes under two minutes
+on two cores; ``HYPOTHESIS_PROFILE=thorough pytest -m property`` runs twenty
+times as many examples (about half an hour). A failure prints the seed and the schedule (a
 ``nccoord.sim.replay(...)`` line to paste) and a ``@reproduce_failure``
 blob.
 """
@@ -47,8 +47,6 @@ from nccoord.sim import (
     rate_bounds,
 )
 
-pytestmark = pytest.mark.property
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _quiet_candidates() -> Iterator[None]:
@@ -81,6 +79,11 @@ _PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "sim-default")
 PROFILE = settings.get_profile(
     _PROFILE_NAME if _PROFILE_NAME in ("sim-default", "thorough") else "sim-default"
 )
+# The thorough profile runs a test for longer than the suite's timeout allows.
+pytestmark = [
+    pytest.mark.property,
+    pytest.mark.timeout(600 if _PROFILE_NAME != "thorough" else 4 * 3600),
+]
 
 
 # -- strategies ---------------------------------------------------------------
