@@ -11,9 +11,9 @@ and, once the faults are over, a leader within the liveness bound.
 
 Runs: ``pytest -m property``. The default profile takes under two minutes
 on two cores; ``HYPOTHESIS_PROFILE=thorough pytest -m property`` runs twenty
-times as many examples (about half an hour). A failure prints the seed and the schedule (a
-``nccoord.sim.replay(...)`` line to paste) and a ``@reproduce_failure``
-blob.
+times as many examples (about half an hour). A failure prints the seed and
+the schedule (a ``nccoord.sim.replay(...)`` line to paste) and a
+``@reproduce_failure`` blob.
 """
 
 from __future__ import annotations
