@@ -164,12 +164,14 @@ class KafkaReader:
             return
         offset = message.offset()
         assert offset is not None, "a fetched record always has an offset"
-        if offset > self._expected and self._expected == self._low:
-            # Retention removed records between reading the bounds and the
-            # first fetch: what we were told was readable is not.
+        if offset > self._expected:
+            # The lease topic has no transactions and no compaction, so its
+            # offsets have no holes: a jump means retention deleted records
+            # this reader had not read yet (it lagged, or the start moved
+            # while it opened). Folding on would skip them; read again.
             raise TransportError(
-                f"{self._topic}[{self._partition}] start moved from "
-                f"{self._low} to {offset} while opening"
+                f"{self._topic}[{self._partition}] skipped from {self._expected} "
+                f"to {offset}: records were deleted before they were read"
             )
         self._expected = offset + 1
         batch.records.append((offset, message.key() or b"", message.value() or b""))

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import TransportError
+
 logger = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[Exception | None], None]
@@ -145,6 +147,11 @@ class MemoryReader:
 
     def poll(self, timeout: float) -> Batch:
         records = self._log.read(self._partition, self._next, timeout)
+        if records and records[0][0] > self._next:
+            raise TransportError(
+                f"partition {self._partition} skipped from {self._next} to "
+                f"{records[0][0]}: records were trimmed before they were read"
+            )
         if records:
             self._next = records[-1][0] + 1
         _, end = self._log.bounds(self._partition)
