@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -473,7 +474,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds")
     parser.add_argument("--lease", type=float, default=2.0, help="seconds")
     parser.add_argument("--kill-every", type=float, default=6.0, help="seconds")
-    parser.add_argument("--group", default="demo")
+    parser.add_argument(
+        "--group",
+        help="election group (default: demo-XXXXXX, new each run, so a run never "
+        "joins a group some other process already leads)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
         "--metrics-port",
@@ -497,8 +502,15 @@ def _command(args: argparse.Namespace) -> int:
         lease=args.lease,
         kill_every=args.kill_every,
         json=args.json,
-        group=args.group,
+        group=args.group or f"demo-{uuid.uuid4().hex[:6]}",
         metrics_port=args.metrics_port,
     )
     summary = run_demo(options)
+    if summary["elections"] == 0:
+        print(
+            f"nccoord demo: no leader was elected in group {options.group!r} "
+            "during the run (is another process leading it?)",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if summary["overlaps"] == 0 and summary["terms_increasing"] else 1
