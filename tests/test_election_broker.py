@@ -5,14 +5,17 @@ from __future__ import annotations
 import queue
 import signal
 import time
+import uuid
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from nccoord.bus import Subscriber
 from nccoord.candidate import Timing
 from nccoord.elector import Elector, Leadership
 from nccoord.events import ControlSignal
 from nccoord.kafka_log import KafkaLog
+from nccoord.log import partition_for
 from nccoord.roles import observe
 from nccoord.topics import TopicNames
 
@@ -191,3 +194,70 @@ def _poll_until(
     while time.monotonic() < deadline and not wanted <= _roles(seen, group):
         subscriber.poll(0.5)
     assert wanted <= _roles(seen, group)
+
+
+def test_undecodable_lease_record_goes_to_dead_letters_once_and_harms_nothing(
+    kafka_bootstrap: str, topics: TopicNames, group: str
+) -> None:
+    recorder = Recorder()
+    electors = [
+        recorder.attach(make(kafka_bootstrap, topics, group, f"d{i}", 2.0))
+        for i in range(3)
+    ]
+    for elector in electors:
+        elector.start()
+    try:
+        _, leader, term, _ = recorder.next("elected", timeout=20)
+        log = KafkaLog(kafka_bootstrap, topics.lease)
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        partition = partition_for(group, log.partitions)
+        for garbage in (b"not json", b'{"type": "claim", "term": "x"}'):
+            producer.produce(topics.lease, garbage, group.encode(), partition=partition)
+        producer.flush(10)
+        time.sleep(2 * 2.0)  # past a lease: the leader kept renewing
+        assert [e.candidate_id for e in electors if e.is_leader()] == [leader]
+        assert recorder.events.empty(), "nobody was elected or revoked"
+        letters = read_all(kafka_bootstrap, topics.deadletter)
+    finally:
+        for elector in electors:
+            elector.close()
+    assert [value for value, _ in letters] == [
+        b"not json",
+        b'{"type": "claim", "term": "x"}',
+    ], "one copy of each, from the holder"
+    for _, headers in letters:
+        assert headers["nccoord_dlq_topic"] == topics.lease.encode()
+        assert headers["nccoord_dlq_partition"] == str(partition).encode()
+        assert headers["nccoord_dlq_reason"]
+    assert letters[1][1]["nccoord_dlq_field"] == b"term"
+    assert term >= 1
+
+
+def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Every record of a topic, (value, headers), by partition and offset."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    found: list[tuple[int, int, bytes, dict[str, bytes]]] = []
+    ended: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(ended) < len(partitions) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error() is not None:
+            ended.add(message.partition() or 0)
+            continue
+        headers = {k: v or b"" for k, v in message.headers() or []}
+        where = (message.partition() or 0, message.offset() or 0)
+        found.append((*where, message.value() or b"", headers))
+    consumer.close()
+    return [(value, headers) for _, _, value, headers in sorted(found)]

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import lease
 from .candidate import Action, Candidate, Elected, Resync, Revoked, Send, Timing
@@ -60,6 +60,18 @@ class RoleChange:
 
 
 RoleChangeHook = Callable[[RoleChange], None]
+
+
+class DeadLetterSink(Protocol):
+    """Where undecodable lease records are copied, with the reason."""
+
+    def put(
+        self, partition: int, offset: int, key: bytes, value: bytes, error: EventError
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
 ChangeCallback = Callable[[LeaseState | None, LeaseState], None]
 SentCallback = Callable[[LeaseRecord, float, Exception | None], None]
 
@@ -87,6 +99,7 @@ class Elector:
         incarnation: str | None = None,
         participate: bool = True,
         role_changes: RoleChangeHook | None = None,
+        dead_letters: DeadLetterSink | None = None,
     ) -> None:
         self.log = log
         self.group = group
@@ -101,6 +114,7 @@ class Elector:
         self._elected: list[ElectedCallback] = []
         self._revoked: list[RevokedCallback] = []
         self._role_changes = role_changes
+        self._dead_letters = dead_letters
         self._changes: list[ChangeCallback] = []
         self._sent: list[SentCallback] = []
         self._lock = threading.RLock()
@@ -127,12 +141,19 @@ class Elector:
         client_config: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Elector:
-        """An elector on the ``system-lease`` topic of a Kafka cluster."""
-        from .kafka_log import KafkaLog
+        """An elector on the ``system-lease`` topic of a Kafka cluster.
 
-        topic = (topics or TopicNames()).lease
+        Undecodable records of the group go to ``system-deadletter``.
+        """
+        from .kafka_log import KafkaDeadLetters, KafkaLog
+
+        names = topics or TopicNames()
+        kwargs.setdefault(
+            "dead_letters",
+            KafkaDeadLetters(bootstrap, names.deadletter, names.lease, client_config),
+        )
         return cls(
-            KafkaLog(bootstrap, topic, client_config=client_config),
+            KafkaLog(bootstrap, names.lease, client_config=client_config),
             group,
             candidate,
             **kwargs,
@@ -308,14 +329,7 @@ class Elector:
         try:
             record = lease.decode(value)
         except EventError as exc:
-            # Marked shortcoming: the lease log's undecodable records are
-            # logged and skipped here, not yet copied to the dead-letter topic.
-            logger.warning(
-                "group %s: skipping undecodable lease record at offset %d: %s",
-                self.group,
-                offset,
-                exc,
-            )
+            self._dead_letter(offset, value, exc)
             return []
         before = self._core.state
         actions = self._core.on_record(offset, record, self.clock())
@@ -324,6 +338,29 @@ class Elector:
             for callback in self._changes:
                 callback(before, after)
         return actions
+
+    def _dead_letter(self, offset: int, value: bytes, error: EventError) -> None:
+        """Skip an undecodable record; one copy of it goes to the dead letters.
+
+        Every candidate reads the record, so the one the log names as holder
+        copies it; while nobody holds the term, each candidate does (readers
+        of dead letters can tell copies apart by their origin offset).
+        """
+        state = self._core.state
+        copy = self._core.participate and (
+            state is None
+            or state.holder is None
+            or state.held_by(self.candidate_id, self.incarnation)
+        )
+        logger.warning(
+            "group %s: skipping undecodable lease record at offset %d%s: %s",
+            self.group,
+            offset,
+            " (copied to dead letters)" if copy and self._dead_letters else "",
+            error,
+        )
+        if copy and self._dead_letters is not None:
+            self._dead_letters.put(self._partition, offset, self._key, value, error)
 
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
@@ -396,3 +433,5 @@ class Elector:
             actions = self._core.close()
         self._carry_out(actions)
         self._close_clients()
+        if self._dead_letters is not None:
+            self._dead_letters.close()

@@ -22,7 +22,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from .errors import FencedError, OutcomeUnknownError, TransportError
+from . import headers as hdr
+from .errors import EventError, FencedError, OutcomeUnknownError, TransportError
 from .log import Batch, DeliveryCallback
 
 logger = logging.getLogger(__name__)
@@ -225,3 +226,46 @@ class KafkaWriter:
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+class KafkaDeadLetters:
+    """Copies undecodable lease records to the dead-letter topic, unchanged.
+
+    The reason and the origin (topic, partition, offset) travel in the same
+    headers the event bus uses for its dead letters.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        origin_topic: str,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._topic = topic
+        self._origin = origin_topic
+        self._config = producer_config(bootstrap, client_config)
+        self._producer: Producer | None = None  # made on the first dead letter
+
+    def put(
+        self, partition: int, offset: int, key: bytes, value: bytes, error: EventError
+    ) -> None:
+        headers: list[tuple[str, str | bytes | None]] = [
+            (hdr.DLQ_REASON, str(error).encode()),
+            (hdr.DLQ_TOPIC, self._origin.encode()),
+            (hdr.DLQ_PARTITION, str(partition).encode()),
+            (hdr.DLQ_OFFSET, str(offset).encode()),
+        ]
+        if error.field is not None:
+            headers.append((hdr.DLQ_FIELD, error.field.encode()))
+        if self._producer is None:
+            self._producer = Producer(self._config)
+        try:
+            self._producer.produce(self._topic, value, key, headers=headers)
+        except (KafkaException, BufferError) as exc:
+            raise TransportError(f"writing {self._topic}: {exc}") from exc
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
