@@ -261,3 +261,35 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]
         found.append((*where, message.value() or b"", headers))
     consumer.close()
     return [(value, headers) for _, _, value, headers in sorted(found)]
+
+
+def test_a_transaction_committed_on_the_lease_log_does_not_stall_the_group(
+    kafka_bootstrap: str, topics: TopicNames, group: str
+) -> None:
+    # A commit marker takes an offset no reader sees: a hole that is not
+    # retention's doing and must not make the electors read again forever.
+    recorder = Recorder()
+    electors = [
+        recorder.attach(make(kafka_bootstrap, topics, group, f"x{i}", 2.0))
+        for i in range(2)
+    ]
+    for elector in electors:
+        elector.start()
+    try:
+        _, leader, _, _ = recorder.next("elected", timeout=20)
+        partition = partition_for(
+            group, KafkaLog(kafka_bootstrap, topics.lease).partitions
+        )
+        stray = Producer(
+            {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"stray-{group}"}
+        )
+        stray.init_transactions(30)
+        stray.begin_transaction()
+        stray.produce(topics.lease, b"stray", group.encode(), partition=partition)
+        stray.commit_transaction(30)
+        time.sleep(3 * 2.0)
+        assert [e.candidate_id for e in electors if e.is_leader()] == [leader]
+        assert recorder.events.empty(), "nobody was revoked or elected"
+    finally:
+        for elector in electors:
+            elector.close()

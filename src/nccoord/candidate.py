@@ -57,16 +57,29 @@ class Timing:
     renew_every: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("lease", "drift", "margin", "renew_every"):
+            value = getattr(self, name)
+            if value is None and name == "renew_every":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name}: must be a number of seconds, not {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}: must be finite, not {value!r}")
         if self.lease <= 0:
             raise ConfigError("lease: must be positive")
         if not 0 <= self.drift < 1:
             raise ConfigError("drift: must be in [0, 1)")
         if self.margin < 0:
             raise ConfigError("margin: must not be negative")
+        if self.budget(self.lease) <= 0:
+            raise ConfigError(
+                f"margin: {self.margin:g}s leaves a {self.lease:g}s lease no time "
+                "to lead; use a longer lease or a smaller margin"
+            )
         if not 0 < self.renew_interval < self.budget(self.lease):
             raise ConfigError(
                 "renew_every: must be positive and shorter than what the lease "
-                "leaves after drift and margin"
+                f"leaves after drift and margin ({self.budget(self.lease):g}s)"
             )
 
     @property

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from . import lease
 from .candidate import Action, Candidate, Elected, Resync, Revoked, Send, Timing
-from .errors import EventError, NccoordError, TransportError
+from .errors import ConfigError, EventError, NccoordError, TransportError
 from .lease import LeaseRecord, LeaseState
 from .log import Log, Reader, Writer, partition_for
 from .topics import TopicNames
@@ -101,6 +101,9 @@ class Elector:
         role_changes: RoleChangeHook | None = None,
         dead_letters: DeadLetterSink | None = None,
     ) -> None:
+        for name, value in (("group", group), ("candidate", candidate)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name}: must be a non-empty name, not {value!r}")
         self.log = log
         self.group = group
         self.candidate_id = candidate
@@ -172,7 +175,9 @@ class Elector:
     def start(self) -> None:
         """Begin reading the log and, if participating, campaigning."""
         if self._thread is not None:
-            raise NccoordError("elector already started")
+            raise NccoordError(
+                "elector already started (an elector runs once; make a new one)"
+            )
         self._thread = threading.Thread(
             target=self._run,
             name=f"elector-{self.group}-{self.candidate_id}",
@@ -336,7 +341,7 @@ class Elector:
         after = self._core.state
         if after is not None and after is not before:
             for callback in self._changes:
-                callback(before, after)
+                self._call(callback, before, after)
         return actions
 
     def _dead_letter(self, offset: int, value: bytes, error: EventError) -> None:
@@ -385,7 +390,7 @@ class Elector:
             if error is not None:
                 self._failures.put((record, error))
             for callback in self._sent:
-                callback(record, self.clock() - sent_at, error)
+                self._call(callback, record, self.clock() - sent_at, error)
 
         self._writer.send(self._partition, self._key, lease.encode(record), done)
 
@@ -407,26 +412,41 @@ class Elector:
         previous = elected.previous
         if self._role_changes is not None:
             if previous is not None and previous.holder is not None:
-                self._role_changes(
+                self._call(
+                    self._role_changes,
                     RoleChange(
                         "revoked",
                         self.group,
                         previous.holder,
                         previous.term,
                         reason=f"term {elected.term} claimed by {self.candidate_id}",
-                    )
+                    ),
                 )
-            self._role_changes(
-                RoleChange("elected", self.group, self.candidate_id, elected.term)
+            self._call(
+                self._role_changes,
+                RoleChange("elected", self.group, self.candidate_id, elected.term),
             )
         for callback in self._elected:
-            callback(elected.term)
+            self._call(callback, elected.term)
 
     def _announce_revoked(self, term: int, reason: str) -> None:
         if self._role_changes is not None and reason in ("resigned", "expired"):
-            self._role_changes(RoleChange(reason, self.group, self.candidate_id, term))
+            change = RoleChange(reason, self.group, self.candidate_id, term)
+            self._call(self._role_changes, change)
         for callback in self._revoked:
-            callback(term, reason)
+            self._call(callback, term, reason)
+
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        """Run an application callback; its failure must not stop the election."""
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception(
+                "group %s: %s callback %r failed",
+                self.group,
+                self.candidate_id,
+                callback,
+            )
 
     def _shut(self) -> None:
         with self._lock:

@@ -169,11 +169,10 @@ class KafkaReader:
             return
         offset = message.offset()
         assert offset is not None, "a fetched record always has an offset"
-        if offset > self._expected:
-            # The lease topic has no transactions and no compaction, so its
-            # offsets have no holes: a jump means retention deleted records
-            # this reader had not read yet (it lagged, or the start moved
-            # while it opened). Folding on would skip them; read again.
+        if offset > self._expected and self._deleted_before(offset):
+            # Retention deleted records this reader had not read yet (it
+            # lagged, or the start moved while it opened). Folding on would
+            # skip them; read again from the new start.
             raise TransportError(
                 f"{self._topic}[{self._partition}] skipped from {self._expected} "
                 f"to {offset}: records were deleted before they were read"
@@ -181,6 +180,20 @@ class KafkaReader:
         self._expected = offset + 1
         batch.records.append((offset, message.key() or b"", message.value() or b""))
         batch.end = None
+
+    def _deleted_before(self, offset: int) -> bool:
+        """Whether a jump in offsets is retention's doing.
+
+        Other jumps are harmless: a transaction's commit marker, or records
+        of an aborted transaction, take offsets that a read_committed reader
+        never sees (nccoord writes no transactions here, but others might).
+        """
+        tp = TopicPartition(self._topic, self._partition)
+        try:
+            low, _ = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        except KafkaException as exc:
+            raise TransportError(f"cannot read the bounds of {self._topic}") from exc
+        return bool(low > self._expected)
 
     def close(self) -> None:
         self._consumer.close()
