@@ -345,3 +345,42 @@ def test_emit_then_watch_shows_the_event(
     text = capsys.readouterr().out
     assert f"{names.heartbeat}[" in text
     assert "nccoord.heartbeat.v1 key=cli-1" in text
+
+
+def test_a_record_too_large_for_the_dead_letters_does_not_stop_the_stream(
+    kafka_bootstrap: str, names: TopicNames
+) -> None:
+    # Just under the broker's limit: fits its topic, but not with the
+    # dead-letter headers added (the subscriber's own limit is 512 KiB).
+    big = Heartbeat(agent_id="big", timestamp=datetime.now(UTC), status="x" * 60)
+    record = _record(big, "/test/big", 1)
+    record["value"] = (
+        events.encode(big)[:-1] + b"," + b'"pad":"' + b"y" * 1_040_000 + b'"}'
+    )
+    good = [
+        _record(
+            Heartbeat(agent_id="big", timestamp=datetime.now(UTC), status="healthy"),
+            "/test/big",
+            n,
+        )
+        for n in (2, 3, 4)
+    ]
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 1_048_588}
+    )
+    for item in (record, *good):
+        producer.produce(names.heartbeat, **item)  # type: ignore[arg-type]
+    assert producer.flush(30) == 0
+    seen: list[Heartbeat] = []
+    subscriber = Subscriber(kafka_bootstrap, f"big-{uuid.uuid4().hex}", names=names)
+    subscriber.on(Heartbeat, lambda event, _meta: seen.append(event))
+    try:
+        _drain(subscriber, 4)
+    finally:
+        subscriber.close()
+    assert len(seen) == 3
+    assert subscriber.stats.dead_lettered == 1
+    [letter] = _read_all(kafka_bootstrap, names.deadletter, 1)
+    headers = dict(letter.headers())  # type: ignore[attr-defined]
+    assert int(headers[hdr.DLQ_TRUNCATED]) == len(record["value"])  # type: ignore[arg-type]
+    assert letter.value() == record["value"][:65536]  # type: ignore[attr-defined,index]

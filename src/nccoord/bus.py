@@ -89,6 +89,10 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
+# How much of a record too large for the dead-letter topic is kept there.
+DEAD_LETTER_HEAD = 64 * 1024
+
+
 def route(event: Event, names: TopicNames | None = None) -> tuple[str, str | None]:
     """The topic and key of an event: the topic of its kind, and its key.
 
@@ -537,16 +541,19 @@ class Subscriber:
         ]
         if exc.field is not None:
             headers.append((hdr.DLQ_FIELD, exc.field.encode()))
-        delivery = _Delivery()
         key = msg.key()
-        self._dead.send(
-            topic,
-            msg.value() or b"",
-            key.encode() if isinstance(key, str) else key,
-            headers,
-            delivery,
-        )
-        self._dead.wait(delivery, topic, 30.0)
+        value = msg.value() or b""
+        key_bytes = key.encode() if isinstance(key, str) else key
+        try:
+            self._send_dead_letter(topic, value, key_bytes, headers)
+        except TransportError as failure:
+            if "too large" not in str(failure).lower():
+                raise
+            # The record fit its own topic but not with the dead-letter
+            # headers added: keep its head and its full size; the whole of it
+            # stays readable at its origin until retention removes it.
+            headers.append((hdr.DLQ_TRUNCATED, str(len(value)).encode()))
+            self._send_dead_letter(topic, value[:DEAD_LETTER_HEAD], key_bytes, headers)
         logger.warning(
             "dead-lettered %s[%d]@%d: %s",
             msg.topic(),
@@ -554,6 +561,14 @@ class Subscriber:
             msg.offset(),
             exc,
         )
+
+    def _send_dead_letter(
+        self, topic: str, value: bytes, key: bytes | None, headers: hdr.HeaderList
+    ) -> None:
+        assert self._dead is not None
+        delivery = _Delivery()
+        self._dead.send(topic, value, key, headers, delivery)
+        self._dead.wait(delivery, topic, 30.0)
 
     def commit(self) -> None:
         """Commit the offsets of the records dealt with so far, now."""

@@ -50,6 +50,8 @@ DLQ_FIELD = "nccoord_dlq_field"
 DLQ_TOPIC = "nccoord_dlq_topic"
 DLQ_PARTITION = "nccoord_dlq_partition"
 DLQ_OFFSET = "nccoord_dlq_offset"
+# Set (to the original size) when only the head of a record fitted.
+DLQ_TRUNCATED = "nccoord_dlq_truncated"
 
 RawHeaders = Sequence[tuple[str, bytes | str | None]]
 """Headers as confluent-kafka hands them over."""
