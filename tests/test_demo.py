@@ -94,3 +94,24 @@ def test_demo_in_memory_says_so_and_elects(capsys: pytest.CaptureFixture[str]) -
     assert summary["elections"] >= 2
     assert summary["overlaps"] == 0
     assert summary["terms_increasing"] is True
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--agents", "0"], "--agents"),
+        (["--lease", "nan"], "--lease"),
+        (["--lease", "0.1"], "--lease"),
+        (["--duration", "-5"], "--duration"),
+        (["--kill-every", "0"], "--kill-every"),
+    ],
+)
+def test_demo_refuses_settings_it_cannot_run_with(
+    option: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nccoord.cli import main
+
+    assert main(["demo", *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nccoord: {named}:"), err
+    assert "\n" not in err

@@ -248,6 +248,9 @@ def free_ports(count: int) -> list[int]:
 def _check_port_free(port: int) -> None:
     """Raise a one-line BrokerError if ``port`` on loopback is in use."""
     with socket.socket() as sock:
+        # As the JVM binds: connections of a stopped broker lingering in
+        # TIME_WAIT do not make the port taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as exc:

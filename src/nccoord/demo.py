@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -32,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .candidate import Timing
 from .elector import Elector
-from .errors import BrokerError
+from .errors import BrokerError, ConfigError
 from .lease import LeaseRecord, Renew
 from .log import MemoryLog
 
@@ -490,7 +491,23 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_command)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse settings the demo cannot run with, before starting anything."""
+    if args.agents < 1:
+        raise ConfigError(f"--agents: needs at least 1 agent, not {args.agents}")
+    for name in ("duration", "kill_every"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: must be a positive number of seconds")
+    try:
+        Timing(lease=args.lease)
+    except ConfigError as exc:
+        raise ConfigError(f"--lease: {exc}") from None
+
+
 def _command(args: argparse.Namespace) -> int:
+    _check_options(args)
     if args.bootstrap:
         from .connect import check_bootstrap
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -70,7 +71,7 @@ def _register_validate(subparsers: Any) -> None:
     )
     parser.add_argument("--kind", choices=sorted(KINDS), help="kind of every event")
     parser.add_argument("--avro", action="store_true", help="also check with Avro")
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES)
     parser.add_argument(
         "files", nargs="+", metavar="FILE", help="a file, or - for stdin"
     )
@@ -129,7 +130,7 @@ def _register_emit(subparsers: Any) -> None:
     )
     parser.add_argument("--chain-id", help="causal chain id (eventChainId)")
     parser.add_argument("--name", default="nccoord-cli", help="source name")
-    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--timeout", type=_positive_float, default=30.0)
     _add_broker_options(parser)
     parser.set_defaults(func=cmd_emit)
 
@@ -283,3 +284,17 @@ def _line(record: dict[str, Any], value: bytes) -> str:
         head += f" INVALID {record['error']}"
     body = value[:400].decode(errors="replace")
     return f"{head} {body}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
