@@ -58,7 +58,7 @@ def committed_writes(bootstrap: str, topic: str) -> list[tuple[int, str, int]]:
         body = json.loads(message.value() or b"{}")
         term = int(headers[TERM_HEADER])
         where = (message.partition() or 0, message.offset() or 0)
-        writes.append((*where, term, body["agent"], body["n"]))
+        writes.append((*where, term, body["agentId"], int(body["message"])))
     else:
         raise AssertionError(f"did not read {topic} to its end {ends}")
     consumer.close()

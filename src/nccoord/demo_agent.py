@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +24,9 @@ from .bus import Publisher
 from .candidate import Timing
 from .elector import Elector
 from .errors import FencedError, NccoordError
-from .events import Heartbeat, StatusUpdate
+from .events import Broadcast, Heartbeat, StatusUpdate, encode
 from .fencing import FencedProducer, NotLeaderError
+from .headers import new_meta, to_headers
 from .lease import LeaseRecord, Renew
 from .roles import RolePublisher
 
@@ -149,14 +151,26 @@ def _heartbeats(
 def _write_as_leader(
     writer: FencedProducer, topic: str, name: str, every: float, stop: threading.Event
 ) -> None:
-    """Write numbered records while leading; report each outcome."""
+    """Write numbered announcements while leading; report each outcome."""
+    source = f"/nccoord/{name}/{uuid.uuid4().hex[:12]}"
     count = 0
     while not stop.wait(every):
         count += 1
-        body = json.dumps({"agent": name, "n": count}).encode()
+        event = Broadcast(
+            kind="announcement",
+            timestamp=datetime.now(UTC),
+            agent_id=name,
+            group=writer.elector.group,
+            message=str(count),
+        )
+        meta = new_meta(event, id=uuid.uuid4().hex, source=source, sequence=count)
         try:
             # Keyed by group: one partition holds the leaders' writes in order.
-            term = writer.send(topic, [(writer.elector.group.encode(), body)])
+            term = writer.send(
+                topic,
+                [(writer.elector.group.encode(), encode(event))],
+                {key: _as_bytes(value) for key, value in to_headers(meta)},
+            )
         except NotLeaderError:
             continue
         except FencedError as exc:
@@ -170,3 +184,9 @@ def _write_as_leader(
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _as_bytes(value: bytes | str | None) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    return value or b""
