@@ -182,11 +182,11 @@ def _write_as_leader(
         report("wrote", n=count, term=term)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _as_bytes(value: bytes | str | None) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return value or b""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
