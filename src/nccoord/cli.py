@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import broker, dashboard, demo, event_cli
+    from . import broker, dashboard, demo, event_cli, topics
 
     parser = argparse.ArgumentParser(
         prog="nccoord",
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output"
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (broker, demo, event_cli, dashboard):
+    for module in (broker, demo, event_cli, dashboard, topics):
         module.register(subparsers)
     return parser
 

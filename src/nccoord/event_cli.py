@@ -145,7 +145,15 @@ def cmd_emit(args: argparse.Namespace) -> int:
         print(f"--json: {exc}")
         return 1
     names = topics.TopicNames(args.prefix)
-    with Publisher(_bootstrap(args), name=args.name, names=names) as publisher:
+    bootstrap = _bootstrap(args)
+    target = names.name(event.TOPIC)
+    if topics.missing(bootstrap, [target]):
+        raise ConfigError(
+            f"topic {target} does not exist: create the system topics with "
+            f"`nccoord topics create --bootstrap {bootstrap}"
+            + (f" --prefix {args.prefix}`" if args.prefix else "`")
+        )
+    with Publisher(bootstrap, name=args.name, names=names) as publisher:
         meta = publisher.publish(event, args.chain_id, wait=True, timeout=args.timeout)
         topic, key = publisher.route(event)
     print(f"{topic} key={key} id={meta.id} type={meta.type} seq={meta.sequence}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -166,3 +167,54 @@ def _wait_for_leaders(admin: Any, topics: list[str], timeout: float) -> None:
             return
         time.sleep(0.1)
     raise TransportError(f"topics {topics} have no partition leaders after {timeout}s")
+
+
+def missing(bootstrap: str, wanted: list[str], timeout: float = 10.0) -> list[str]:
+    """Which of ``wanted`` topics the cluster does not have."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from .errors import TransportError
+
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(
+            timeout=timeout
+        )
+    except KafkaException as exc:
+        raise TransportError(f"cannot list the topics of {bootstrap}: {exc}") from exc
+    return [name for name in wanted if name not in metadata.topics]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("topics", help="create the system topics")
+    commands = parser.add_subparsers(dest="topics_command", required=True)
+    create = commands.add_parser(
+        "create",
+        help="create the system topics that are missing, with safe settings",
+    )
+    create.add_argument("--bootstrap", default=os.environ.get("NCCOORD_BOOTSTRAP"))
+    create.add_argument("--prefix", default="", help="topic name prefix")
+    create.add_argument("--partitions", type=int, default=TopicSettings.partitions)
+    create.set_defaults(func=_create_command)
+
+
+def _create_command(args: Any) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from .connect import check_bootstrap
+    from .errors import ConfigError
+
+    if not args.bootstrap:
+        raise ConfigError("no broker: pass --bootstrap or set NCCOORD_BOOTSTRAP")
+    if args.partitions < 1:
+        raise ConfigError("--partitions: must be at least 1")
+    check_bootstrap(args.bootstrap)
+    names = TopicNames(args.prefix)
+    created = ensure_topics(
+        AdminClient({"bootstrap.servers": args.bootstrap}),
+        names,
+        TopicSettings(partitions=args.partitions),
+    )
+    for name in names.all():
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
