@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
+
+from nccoord.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -76,6 +79,9 @@ def test_there_are_samples_to_run() -> None:
 @pytest.mark.broker
 @pytest.mark.parametrize("page", pages_with_samples(), ids=lambda p: p.name)
 def test_samples_run(page: Path, kafka_bootstrap: str, tmp_path: Path) -> None:
+    # The pages assume what getting-started.md does first, once per cluster:
+    # the system topics exist. Each page is run on its own, in any order.
+    ensure_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}))
     script = _script(page, kafka_bootstrap)
     path = tmp_path / f"{page.stem}.py"
     path.write_text(script)
