@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -62,17 +64,33 @@ def make(
     )
 
 
-def test_three_electors_elect_exactly_one_leader(
-    kafka_bootstrap: str, topics: TopicNames, group: str
-) -> None:
-    recorder = Recorder()
+@contextlib.contextmanager
+def running(
+    recorder: Recorder,
+    bootstrap: str,
+    topics: TopicNames,
+    group: str,
+    names: list[str],
+) -> Iterator[list[Elector]]:
+    """Started electors (lease 2 s) reporting to ``recorder``; closed after."""
     electors = [
-        recorder.attach(make(kafka_bootstrap, topics, group, f"c{i}", 2.0))
-        for i in range(3)
+        recorder.attach(make(bootstrap, topics, group, name, 2.0)) for name in names
     ]
     for elector in electors:
         elector.start()
     try:
+        yield electors
+    finally:
+        for elector in electors:
+            elector.close()
+
+
+def test_three_electors_elect_exactly_one_leader(
+    kafka_bootstrap: str, topics: TopicNames, group: str
+) -> None:
+    recorder = Recorder()
+    names = ["c0", "c1", "c2"]
+    with running(recorder, kafka_bootstrap, topics, group, names) as electors:
         _, winner, term, _ = recorder.next("elected", timeout=20)
         time.sleep(3.0)  # more than a lease: renewals must keep the one leader
         leaders = [e.candidate_id for e in electors if e.is_leader()]
@@ -80,9 +98,6 @@ def test_three_electors_elect_exactly_one_leader(
         assert recorder.events.empty(), "no other election or revocation happened"
         views = {e.candidate_id: e.leadership() for e in electors}
         assert {(v.leader, v.term) for v in views.values() if v} == {(winner, term)}
-    finally:
-        for elector in electors:
-            elector.close()
 
 
 def test_resign_hands_over_at_once(
@@ -200,13 +215,8 @@ def test_undecodable_lease_record_goes_to_dead_letters_once_and_harms_nothing(
     kafka_bootstrap: str, topics: TopicNames, group: str
 ) -> None:
     recorder = Recorder()
-    electors = [
-        recorder.attach(make(kafka_bootstrap, topics, group, f"d{i}", 2.0))
-        for i in range(3)
-    ]
-    for elector in electors:
-        elector.start()
-    try:
+    names = ["d0", "d1", "d2"]
+    with running(recorder, kafka_bootstrap, topics, group, names) as electors:
         _, leader, term, _ = recorder.next("elected", timeout=20)
         log = KafkaLog(kafka_bootstrap, topics.lease)
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
@@ -218,9 +228,6 @@ def test_undecodable_lease_record_goes_to_dead_letters_once_and_harms_nothing(
         assert [e.candidate_id for e in electors if e.is_leader()] == [leader]
         assert recorder.events.empty(), "nobody was elected or revoked"
         letters = read_all(kafka_bootstrap, topics.deadletter)
-    finally:
-        for elector in electors:
-            elector.close()
     assert [value for value, _ in letters] == [
         b"not json",
         b'{"type": "claim", "term": "x"}',
@@ -269,13 +276,8 @@ def test_a_transaction_committed_on_the_lease_log_does_not_stall_the_group(
     # A commit marker takes an offset no reader sees: a hole that is not
     # retention's doing and must not make the electors read again forever.
     recorder = Recorder()
-    electors = [
-        recorder.attach(make(kafka_bootstrap, topics, group, f"x{i}", 2.0))
-        for i in range(2)
-    ]
-    for elector in electors:
-        elector.start()
-    try:
+    names = ["x0", "x1"]
+    with running(recorder, kafka_bootstrap, topics, group, names) as electors:
         _, leader, _, _ = recorder.next("elected", timeout=20)
         partition = partition_for(
             group, KafkaLog(kafka_bootstrap, topics.lease).partitions
@@ -290,6 +292,3 @@ def test_a_transaction_committed_on_the_lease_log_does_not_stall_the_group(
         time.sleep(3 * 2.0)
         assert [e.candidate_id for e in electors if e.is_leader()] == [leader]
         assert recorder.events.empty(), "nobody was revoked or elected"
-    finally:
-        for elector in electors:
-            elector.close()
