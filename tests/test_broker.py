@@ -207,8 +207,10 @@ def test_cluster_node_pauses_and_resumes(kafka_cluster: Cluster) -> None:
 
 def _isr_size(cluster: Cluster, topic: str) -> int:
     admin = AdminClient({"bootstrap.servers": cluster.live_bootstrap()})
-    partition = admin.list_topics(topic=topic, timeout=10).topics[topic].partitions[0]
-    return len(partition.isrs)
+    found = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+    # Just after creation the metadata may not list the partition yet.
+    partition = found.partitions.get(0) if found is not None else None
+    return len(partition.isrs) if partition is not None else 0
 
 
 def _process_state(pid: int) -> str:
