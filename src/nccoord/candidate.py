@@ -193,7 +193,7 @@ class Candidate:
         self._note_own_record(record, before, state)
         for term in [t for t in self.claims_sent if t <= state.term]:
             del self.claims_sent[term]  # a Claim for a term reached can't win
-        return self._check_superseded(state)
+        return self._check_superseded(state, now)
 
     def on_caught_up(self, end: int, now: float) -> list[Action]:
         """The reader has read everything below ``end`` in the partition."""
@@ -429,9 +429,11 @@ class Candidate:
                     self.deadline, renewed_at + self.timing.budget(state.lease)
                 )
 
-    def _check_superseded(self, state: LeaseState) -> list[Action]:
+    def _check_superseded(self, state: LeaseState, now: float) -> list[Action]:
         if self.leading and not self._won(state):
-            return [self._stop("superseded")]
+            # Past the deadline (a pause, say) the lease ran out first; the
+            # log showing a successor is the ordinary consequence.
+            return [self._stop("expired" if now >= self.deadline else "superseded")]
         if not self._won(state):
             self.won_term = None
         return []
