@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from . import headers as hdr
 from . import lease, topics
 from .bus import Deduplicator
+from .consensus import Result
 from .elector import RoleChange
 from .errors import ConfigError, EventError, TransportError
 from .events import (
@@ -102,15 +103,6 @@ class OverrideRow:
 
 
 @dataclass(frozen=True)
-class ResultRow:
-    group: str
-    round: int
-    term: int
-    value: Scalar
-    voters: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class ChangeRow:
     kind: str
     group: str
@@ -127,7 +119,7 @@ class Snapshot:
     groups: tuple[GroupRow, ...]
     agents: tuple[AgentRow, ...]
     overrides: tuple[OverrideRow, ...]
-    results: tuple[ResultRow, ...]
+    results: tuple[Result, ...]
     changes: tuple[ChangeRow, ...]
     counts: Mapping[str, int]
     caught_up: bool
@@ -206,7 +198,7 @@ class ClusterView:
         self._agents: dict[str, _Agent] = {}
         self._overrides: dict[tuple[str, str], _InForce] = {}
         self._revoked: deque[tuple[str, str]] = deque(maxlen=10_000)
-        self._results: dict[str, deque[ResultRow]] = {}
+        self._results: dict[str, deque[Result]] = {}
         self._result_terms: dict[str, int] = {}
         self._decided: set[tuple[str, int]] = set()
         self._changes: deque[ChangeRow] = deque(maxlen=self.settings.keep_changes)
@@ -361,20 +353,16 @@ class ClusterView:
             agent.status = event.status
 
     def _result(self, event: Broadcast) -> None:
-        assert event.group is not None and event.round is not None
-        assert event.term is not None
-        group = event.group
-        if event.term < self._result_terms.get(group, 0):
+        result = Result.from_broadcast(event)
+        group = result.group
+        if result.term < self._result_terms.get(group, 0):
             return
-        self._result_terms[group] = event.term
-        if (group, event.round) in self._decided:
+        self._result_terms[group] = result.term
+        if (group, result.round) in self._decided:
             return
-        self._decided.add((group, event.round))
-        row = ResultRow(
-            group, event.round, event.term, event.value, tuple(event.voters or ())
-        )
+        self._decided.add((group, result.round))
         keep = self.settings.keep_results
-        self._results.setdefault(group, deque(maxlen=keep)).append(row)
+        self._results.setdefault(group, deque(maxlen=keep)).append(result)
 
     def invalid(self) -> None:
         """A record of an event topic could not be decoded or validated."""
